@@ -1,0 +1,109 @@
+"""The backend contract: an ordered key-value engine with transactions.
+
+A backend implements four operations on named tables of byte keys kept in
+byte order (``get``, ``put``, ``delete``, ``range``) inside read and write
+transactions, plus ``close``, ``info`` and ``backup``. Everything above it
+(records, indexes, sequence numbers, validation) lives once in
+:mod:`chatmdb.store`, so LMDB and SQLite behave identically by construction
+and the conformance suite holds each engine to that.
+
+Order lives in the key bytes: integers are fixed-width big-endian, so byte
+order is numeric order on both engines (py-lmdb cannot take a custom
+comparator).
+"""
+
+from __future__ import annotations
+
+import abc
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+# Every table the store uses; engines create them all when opening, because
+# LMDB named databases must be opened once, up front, before other transactions.
+TABLES = (
+    "meta",  # counters and schema version
+    "sessions",  # session id -> session record
+    "session_order",  # session number -> session id (newest last)
+    "messages",  # session number + seq -> message record
+    "msg_uuid",  # message uuid -> message key
+    "agent_msgs",  # agent id (length-prefixed) + global seq -> message key
+    "agents",  # agent id -> agent card
+    "contexts",  # context id -> shared context record
+    "session_contexts",  # session number + context seq -> context id
+    "tasks",  # task id -> task record
+    "task_index",  # kind + (session number) + (state) + status seq -> task id
+)
+
+U64 = struct.Struct(">Q")
+U64x2 = struct.Struct(">QQ")
+
+
+class ReadTxn(Protocol):
+    """A consistent snapshot; valid only inside its ``with`` block."""
+
+    def get(self, table: str, key: bytes) -> bytes | None: ...
+
+    def range(
+        self, table: str, start: bytes, end: bytes | None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (key, value) with ``start <= key < end`` in key order (or reversed)."""
+        ...
+
+    def count(self, table: str) -> int: ...
+
+
+class WriteTxn(ReadTxn, Protocol):
+    def put(self, table: str, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, table: str, key: bytes) -> bool: ...
+
+
+class Engine(abc.ABC):
+    """An open database. Implementations must be safe to share between threads."""
+
+    name: str
+    path: Path
+
+    @abc.abstractmethod
+    def read(self) -> AbstractContextManager[ReadTxn]:
+        """Begin a read transaction (a snapshot) for a ``with`` block."""
+
+    @abc.abstractmethod
+    def write(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run *fn* in one write transaction and commit; return its result.
+
+        The result is returned only after the commit reached the configured
+        durability. If *fn* raises, nothing it wrote is kept. The engine may
+        run *fn* more than once (after growing its map), so *fn* must derive
+        everything from the transaction it is given. Engine failures raise
+        :class:`~chatmdb.errors.StorageError`.
+        """
+
+    @abc.abstractmethod
+    def info(self) -> dict[str, Any]:
+        """Sizes: ``file_size``, ``bytes_used``, ``map_size`` (None if unbounded)."""
+
+    @abc.abstractmethod
+    def backup(self, dest: Path) -> None:
+        """Write a consistent copy of the database into the directory *dest*."""
+
+    @abc.abstractmethod
+    def check(self) -> list[str]:
+        """Engine-level integrity problems (empty when none)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the files; the engine cannot be used afterwards."""
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key that starts with *prefix*."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])

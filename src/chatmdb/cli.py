@@ -1,0 +1,197 @@
+"""The ``chatmdb`` command: serve the gateway and operate on a database."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import ChatMDBError
+from .store import Store, open_store
+
+DEFAULT_DB = "./chatmdb-data"
+
+_db_option = click.option(
+    "--db",
+    "db_path",
+    default=lambda: os.environ.get("CHATMDB_PATH", DEFAULT_DB),
+    show_default="$CHATMDB_PATH or ./chatmdb-data",
+    help="Directory of the database.",
+)
+_backend_option = click.option(
+    "--backend",
+    type=click.Choice(["lmdb", "sqlite"]),
+    default=lambda: os.environ.get("CHATMDB_BACKEND", "lmdb"),
+    show_default="lmdb",
+)
+_durability_option = click.option(
+    "--durability",
+    type=click.Choice(["full", "process"]),
+    default=lambda: os.environ.get("CHATMDB_DURABILITY", "full"),
+    show_default="full",
+    help="full: fsync every commit (survives power loss); process: survives a process crash.",
+)
+
+
+def _open(db_path: str, backend: str, durability: str = "full") -> Store:
+    try:
+        return open_store(db_path, backend=backend, durability=durability)
+    except ChatMDBError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _print(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True))
+
+
+@click.group()
+@click.version_option(__version__, prog_name="chatmdb")
+def main() -> None:
+    """chatmdb: durable message persistence for Socket.IO chat, on LMDB."""
+
+
+@main.command()
+@_db_option
+@_backend_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--token", default=lambda: os.environ.get("CHATMDB_TOKEN"), help="Require this token ($CHATMDB_TOKEN).")
+@_durability_option
+@click.option(
+    "--recovery-window",
+    default=120.0,
+    show_default=True,
+    type=float,
+    help="Seconds a disconnected client's state is kept for recovery; 0 turns recovery off.",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    db_path: str,
+    backend: str,
+    host: str,
+    port: int,
+    token: str | None,
+    durability: str,
+    recovery_window: float,
+    log_level: str,
+) -> None:
+    """Serve the Socket.IO gateway and HTTP API on an embedded database.
+
+    Example: chatmdb serve --db ./chatmdb-data --port 8000
+    """
+    from .gateway import serve as run_server
+
+    run_server(
+        db_path=db_path,
+        backend=backend,
+        host=host,
+        port=port,
+        token=token or None,
+        durability=durability,
+        recovery_window=recovery_window,
+        log_level=log_level,
+    )
+
+
+@main.command()
+@_db_option
+@_backend_option
+def init(db_path: str, backend: str) -> None:
+    """Create the database with the default agents and session, and print its stats.
+
+    Example: chatmdb init --db ./chatmdb-data
+    """
+    with _open(db_path, backend) as store:
+        store.init_database()
+        _print(store.stats())
+
+
+@main.command()
+@_db_option
+@_backend_option
+def stats(db_path: str, backend: str) -> None:
+    """Print record counts and database sizes as JSON.
+
+    Example: chatmdb stats --db ./chatmdb-data
+    """
+    with _open(db_path, backend) as store:
+        _print(store.stats())
+
+
+@main.command()
+@_db_option
+@_backend_option
+def verify(db_path: str, backend: str) -> None:
+    """Check every record, index entry and counter; exit 1 if anything is wrong.
+
+    Example: chatmdb verify --db ./chatmdb-data
+    """
+    try:
+        with _open(db_path, backend) as store:
+            report = store.verify()
+    except ChatMDBError as exc:
+        _print({"ok": False, "errors": [str(exc)], "error_count": 1})
+        sys.exit(1)
+    _print(report)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@main.command()
+@_db_option
+@_backend_option
+@click.argument("dest")
+def backup(db_path: str, backend: str, dest: str) -> None:
+    """Write a consistent copy of the database to DEST while it is in use.
+
+    Example: chatmdb backup --db ./chatmdb-data ./backups/2026-11-26
+    """
+    with _open(db_path, backend) as store:
+        try:
+            _print(store.backup(dest))
+        except ChatMDBError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@_db_option
+@_backend_option
+@click.option("--force", is_flag=True, help="Replace a database that exists at --db.")
+@click.argument("source")
+def restore(db_path: str, backend: str, source: str, force: bool) -> None:
+    """Restore a backup made by `chatmdb backup` into --db (the server must be stopped).
+
+    The backup is verified before it is copied, and the copy after.
+
+    Example: chatmdb restore --db ./chatmdb-data ./backups/2026-11-26
+    """
+    src, dest = Path(source), Path(db_path)
+    if not src.is_dir():
+        raise click.ClickException(f"{src} is not a backup directory")
+    with _open(str(src), backend) as store:
+        report = store.verify()
+    if not report["ok"]:
+        raise click.ClickException(f"the backup at {src} does not verify: {report['errors'][:3]}")
+    if dest.exists() and any(dest.iterdir()):
+        if not force:
+            raise click.ClickException(f"{dest} holds a database; pass --force to replace it")
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.is_file() and item.name not in ("lock.mdb", "resize.lock"):
+            shutil.copy2(item, dest / item.name)
+    with _open(db_path, backend) as store:
+        report = store.verify()
+    _print(report)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,103 @@
+"""The one exception tree of chatmdb.
+
+Every error the library raises on purpose derives from :class:`ChatMDBError`;
+driver errors (``lmdb.Error``, ``sqlite3.Error``) are translated at the engine
+boundary and never reach callers. ::
+
+    ChatMDBError
+    ├── ValidationError (also ValueError)     bad argument; nothing was written
+    │   └── TooLarge                          record over the size limit
+    ├── NotFound (also LookupError)           a named record does not exist
+    │   └── SessionNotFound (also ValueError) the session named does not exist
+    ├── Conflict                              the write contradicts stored state
+    │   └── InvalidTransition                 task already in a terminal state
+    ├── StoreClosed                           the store was closed
+    └── StorageError                          the engine failed (disk full, I/O)
+        └── CorruptionError                   the files do not hold what was written
+
+``ValidationError`` and ``SessionNotFound`` are ``ValueError`` subclasses
+because the ``db.py`` modules chatmdb replaces raised ``ValueError`` for both,
+and applications catch that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ChatMDBError",
+    "Conflict",
+    "CorruptionError",
+    "InvalidTransition",
+    "NotFound",
+    "SessionNotFound",
+    "StorageError",
+    "StoreClosed",
+    "TooLarge",
+    "ValidationError",
+]
+
+
+class ChatMDBError(Exception):
+    """Root of every error chatmdb raises.
+
+    ``code`` is the short machine-readable name the gateway sends to clients;
+    ``hint`` says what to do about it, when there is something to do.
+    """
+
+    code = "internal"
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class ValidationError(ChatMDBError, ValueError):
+    """An argument is malformed; nothing was written."""
+
+    code = "invalid"
+
+
+class TooLarge(ValidationError):
+    """A record is over the configured size limit; nothing was written."""
+
+    code = "too_large"
+
+
+class NotFound(ChatMDBError, LookupError):
+    """A record named by id does not exist."""
+
+    code = "not_found"
+
+
+class SessionNotFound(NotFound, ValueError):
+    """The session named does not exist; nothing was written."""
+
+
+class Conflict(ChatMDBError):
+    """The write contradicts what is stored (duplicate id, stale version)."""
+
+    code = "conflict"
+
+
+class InvalidTransition(Conflict):
+    """A task in a terminal state cannot change."""
+
+
+class StoreClosed(ChatMDBError):
+    """The store was closed; open a new one."""
+
+
+class StorageError(ChatMDBError):
+    """The storage engine failed: disk full, I/O error, lock trouble."""
+
+
+class CorruptionError(StorageError):
+    """The database files do not hold what was written (checksum or size mismatch)."""
