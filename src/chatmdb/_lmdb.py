@@ -137,7 +137,6 @@ class _Env:
         sync = self.durability == "full"
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._check_file_size()
             self.env = lmdb.open(
                 str(self.path),
                 map_size=self._initial_map_size,
@@ -182,7 +181,7 @@ class _Env:
 
     def _check_file_size(self) -> None:
         data = self.path / "data.mdb"
-        if not data.exists() or not hasattr(self, "env"):
+        if not data.exists():
             return
         info = self.env.info()
         psize = self.env.stat()["psize"]
