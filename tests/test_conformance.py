@@ -602,3 +602,48 @@ async def test_async_methods(store: Store, session: dict[str, Any]) -> None:
         await store.aio.create_message({"session_id": "missing"})
     with pytest.raises(AttributeError):
         store.aio.no_such_method  # noqa: B018
+
+
+# -- room events and saved connections (connection state recovery) ------------------------
+
+
+async def test_write_outcomes_carry_event_offsets(store: Store, session: dict[str, Any]) -> None:
+    first = await store.aio.outcome("create_message", {"session_id": session["id"], "message_uuid": "m1"})
+    assert first.created and first.offset == 1 and first.record["seq"] == 1
+    retry = await store.aio.outcome("create_message", {"session_id": session["id"], "message_uuid": "m1"})
+    assert not retry.created and retry.offset is None and retry.record == first.record
+    ctx = await store.aio.outcome("create_shared_context", session["id"], {"a": 1})
+    task = await store.aio.outcome("create_task", {"context_id": session["id"]})
+    assert (ctx.offset, task.offset) == (2, 3)
+    assert store.last_event_offset() == 3
+    with pytest.raises(AttributeError):
+        await store.aio.outcome("get_session", session["id"])
+
+
+def test_events_since(store: Store) -> None:
+    a, b, c = store.create_session(), store.create_session(), store.create_session()
+    store.create_message({"session_id": a["id"], "content": 1})  # offset 1
+    ctx = store.create_shared_context(b["id"], {"v": 1})  # 2
+    store.create_message({"session_id": c["id"], "content": "other room"})  # 3
+    store.create_message({"session_id": b["id"], "content": 2})  # 4
+    store.update_shared_context(ctx["id"], {"v": 2})  # 5
+    store.create_message({"session_id": a["id"], "content": 3})  # 6
+    events, more = store.events_since([a["id"], b["id"]], after=1)
+    assert [(o, name) for o, _, name, _ in events] == [(4, "message"), (5, "context_updated"), (6, "message")]
+    assert events[1][3]["data"] == {"v": 2} and not more
+    events, more = store.events_since([a["id"], b["id"]], after=0, limit=2)
+    assert [o for o, *_ in events] == [1, 4] and more
+    assert store.events_since(["missing"], after=0) == ([], False)
+    assert store.verify()["ok"]
+
+
+def test_saved_connections(store: Store) -> None:
+    store.save_connection("p1", {"sid": "s1", "rooms": ["r"], "expires_at": 100.0})
+    store.save_connection("p2", {"sid": "s2", "rooms": [], "expires_at": None})
+    assert store.expire_connections(now=50.0, orphan_expiry=200.0) == 0
+    assert store.expire_connections(now=150.0) == 1  # p1 expired; p2 now expires at 200
+    assert store.take_connection("p1") is None
+    assert store.take_connection("p2") == {"sid": "s2", "rooms": [], "expires_at": 200.0}
+    assert store.take_connection("p2") is None
+    with pytest.raises(ValidationError):
+        store.save_connection("", {})

@@ -37,6 +37,8 @@ TABLES = (
     "session_contexts",  # session number + context seq -> context id
     "tasks",  # task id -> task record
     "task_index",  # kind + (session number) + (state) + status seq -> task id
+    "events",  # session number + event offset -> [event name, record key]
+    "recovery",  # private connection id -> disconnected client's rooms and data
 )
 
 U64 = struct.Struct(">Q")

@@ -17,11 +17,14 @@ contexts       context id                         [{n, c}, context]
 session_ctx..  n + c                              context id
 tasks          task id                            [{n, t}, task]
 task_index     kind (+ n) (+ state) + t           task id
+events         n + e                              [event name, record key]
+recovery       private connection id              [{}, connection state]
 ============== ================================== ===============================
 
 ``n`` numbers sessions in creation order, ``seq`` numbers a session's messages
-1, 2, 3..., ``g`` numbers every message of the store, ``c`` every context and
-``t`` every task status change. Each is assigned inside the write transaction
+1, 2, 3..., ``e`` numbers every room event of the store (a message, a context
+change, a task change: the offsets of connection state recovery; a message's
+``g`` is its ``e``), ``c`` every context and ``t`` every task status change. Each is assigned inside the write transaction
 that uses it, so concurrent writers in any number of threads or processes get
 contiguous numbers in commit order.
 """
@@ -36,7 +39,7 @@ import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from . import _codec
 from ._engine import U64, Engine, ReadTxn, U64x2, WriteTxn, prefix_end
@@ -219,6 +222,25 @@ def _task_index_keys(n: int, state: str, t: int) -> list[bytes]:
     return [b"A" + tb, b"C" + nb + tb, b"S" + sb + tb, b"X" + nb + sb + tb]
 
 
+class WriteOutcome(NamedTuple):
+    """What a write did, for callers that broadcast it (the gateway)."""
+
+    record: Any
+    created: bool  # False when an idempotent retry returned the stored record
+    offset: int | None  # the store-wide offset of the room event it produced
+
+
+def _unwrap(result: Any) -> Any:
+    return result.record if isinstance(result, WriteOutcome) else result
+
+
+def _event(txn: WriteTxn, n: int, name: str, ref: bytes) -> int:
+    """Log a room event of session *n* in this transaction; return its offset."""
+    e = _next(txn, b"event_seq")
+    txn.put("events", U64x2.pack(n, e), _codec.encode([name, ref]))
+    return e
+
+
 def _write_method(prepare: Callable[..., Callable[[WriteTxn], T]]) -> Callable[..., T]:
     """Turn ``prepare(self, ...) -> op`` into a method that runs ``op`` and returns its result.
 
@@ -229,7 +251,8 @@ def _write_method(prepare: Callable[..., Callable[[WriteTxn], T]]) -> Callable[.
 
     @functools.wraps(prepare)
     def method(self: Store, *args: Any, **kwargs: Any) -> T:
-        return self._execute(prepare(self, *args, **kwargs))
+        result: T = _unwrap(self._execute(prepare(self, *args, **kwargs)))
+        return result
 
     method._prepare = prepare  # type: ignore[attr-defined]
     return method
@@ -445,6 +468,8 @@ class Store:
                     for ikey in _task_index_keys(n, task["status"]["state"], tint["t"]):
                         txn.delete("task_index", ikey)
                     txn.delete("tasks", tid)
+            for ekey, _ in list(txn.range("events", prefix, prefix_end(prefix))):
+                txn.delete("events", ekey)
             txn.delete("session_order", prefix)
             txn.delete("sessions", key)
             return True
@@ -470,6 +495,27 @@ class Store:
         :class:`TooLarge` over ``max_message_size``, :class:`ValidationError`
         for anything else malformed.
         """
+        return self._message_op(data)  # type: ignore[return-value]  # unwrapped to the record
+
+    @_write_method
+    def get_or_create_message(self, data: dict[str, Any]) -> Callable[[WriteTxn], tuple[dict[str, Any], bool]]:
+        """:meth:`create_message`, also saying whether this call stored the message.
+
+        Returns ``(message, created)``. ``created`` is False when a message
+        with this ``message_uuid`` already existed in the session: the call
+        was a retry, nothing was written, and ``message`` is the stored one.
+        Decided inside the write transaction, so of two concurrent calls with
+        one uuid exactly one gets True. Raises what :meth:`create_message` raises.
+        """
+        op = self._message_op(data)
+
+        def pair(txn: WriteTxn) -> tuple[dict[str, Any], bool]:
+            outcome = op(txn)
+            return outcome.record, outcome.created
+
+        return pair
+
+    def _message_op(self, data: dict[str, Any]) -> Callable[[WriteTxn], WriteOutcome]:
         if not isinstance(data, dict):
             raise ValidationError(f"message data must be an object (dict), not {type(data).__name__}")
         _codec.check_value(data, "message")
@@ -488,7 +534,7 @@ class Store:
         fields.update(session_id=session_id, message_uuid=message_uuid, created_at=created_at)
         _codec.encode(fields, self.max_message_size, "message")
 
-        def op(txn: WriteTxn) -> dict[str, Any]:
+        def op(txn: WriteTxn) -> WriteOutcome:
             raw = txn.get("sessions", skey)
             if raw is None:
                 raise SessionNotFound(f"no session {session_id!r}")
@@ -496,13 +542,13 @@ class Store:
             if existing is not None:
                 stored = _public(txn.get("messages", existing) or b"")
                 if stored["session_id"] == session_id:
-                    return stored
+                    return WriteOutcome(stored, False, None)
                 raise Conflict(f"message_uuid {message_uuid!r} already exists in another session")
             internal, session = _codec.decode(raw)
             seq = session["message_count"] + 1
-            g = _next(txn, b"message_g")
             message = {**fields, "seq": seq}
             mkey = U64x2.pack(internal["n"], seq)
+            g = _event(txn, internal["n"], "message", mkey)
             _put(txn, "messages", mkey, {"g": g}, message)
             txn.put("msg_uuid", ukey, mkey)
             if akey is not None:
@@ -510,7 +556,7 @@ class Store:
             session["message_count"] = seq
             session["last_message_at"] = created_at
             _put(txn, "sessions", skey, internal, session)
-            return message
+            return WriteOutcome(message, True, g)
 
         return op
 
@@ -688,7 +734,7 @@ class Store:
         }
         _codec.encode(context, self.max_message_size, "shared context")
 
-        def op(txn: WriteTxn) -> dict[str, Any]:
+        def op(txn: WriteTxn) -> Any:  # a WriteOutcome; the method returns its record
             found = _load(txn, "sessions", skey)
             if found is None:
                 raise SessionNotFound(f"no session {session_id!r}")
@@ -697,7 +743,7 @@ class Store:
             n, c = found[0]["n"], _next(txn, b"context_c")
             _put(txn, "contexts", ckey, {"n": n, "c": c}, context)
             txn.put("session_contexts", U64x2.pack(n, c), ckey)
-            return dict(context)
+            return WriteOutcome(dict(context), True, _event(txn, n, "context_updated", ckey))
 
         return op
 
@@ -738,7 +784,7 @@ class Store:
             _check_int(expected_version, "expected_version", 0)
         _codec.encode(data, self.max_message_size, "shared context")
 
-        def op(txn: WriteTxn) -> dict[str, Any]:
+        def op(txn: WriteTxn) -> Any:  # a WriteOutcome; the method returns its record
             found = _load(txn, "contexts", ckey)
             if found is None:
                 raise NotFound(f"no shared context {context_id!r}")
@@ -751,7 +797,7 @@ class Store:
                 )
             context.update(data=data, version=context["version"] + 1, updated_at=_now())
             _put(txn, "contexts", ckey, internal, context)
-            return context
+            return WriteOutcome(context, True, _event(txn, internal["n"], "context_updated", ckey))
 
         return op
 
@@ -805,7 +851,7 @@ class Store:
         }
         _codec.encode(record, self.max_message_size, "task")
 
-        def op(txn: WriteTxn) -> dict[str, Any]:
+        def op(txn: WriteTxn) -> Any:  # a WriteOutcome; the method returns its record
             found = _load(txn, "sessions", skey)
             if found is None:
                 raise SessionNotFound(f"no session {context_id!r} (a task's context_id names a session)")
@@ -815,7 +861,7 @@ class Store:
             _put(txn, "tasks", tkey, {"n": n, "t": t}, record)
             for ikey in _task_index_keys(n, state, t):
                 txn.put("task_index", ikey, tkey)
-            return dict(record)
+            return WriteOutcome(dict(record), True, _event(txn, n, "task_updated", tkey))
 
         return op
 
@@ -854,7 +900,7 @@ class Store:
         if state is None and status_message is None and artifacts is None and metadata is None:
             raise ValidationError("update_task needs at least one of state, status_message, artifacts, metadata")
 
-        def op(txn: WriteTxn) -> dict[str, Any]:
+        def op(txn: WriteTxn) -> Any:  # a WriteOutcome; the method returns its record
             found = _load(txn, "tasks", tkey)
             if found is None:
                 raise NotFound(f"no task {task_id!r}")
@@ -879,7 +925,7 @@ class Store:
             for ikey in _task_index_keys(n, new_state, t):
                 txn.put("task_index", ikey, tkey)
             _put(txn, "tasks", tkey, {"n": n, "t": t}, task)
-            return task
+            return WriteOutcome(task, True, _event(txn, n, "task_updated", tkey))
 
         return op
 
@@ -918,6 +964,104 @@ class Store:
                 if len(items) >= limit:
                     break
             return items
+
+    # -- room events and connection state recovery ----------------------------------------
+
+    def last_event_offset(self) -> int:
+        """The offset of the newest room event of the store (0 before the first)."""
+        with self._read() as txn:
+            raw = txn.get("meta", b"event_seq")
+            return U64.unpack(raw)[0] if raw else 0
+
+    def events_since(self, session_ids: list[str], after: int, limit: int = 1000) -> tuple[list[tuple[int, str, str, dict[str, Any]]], bool]:
+        """Room events of these sessions with offset > *after*, oldest first.
+
+        Returns ``([(offset, session_id, event, record), ...], more)``. A
+        message event carries the message; a context or task event carries the
+        context or task as it is now, once, at the offset of its newest change
+        (older changes of it are passed over: the newest state supersedes them).
+        """
+        _check_int(after, "after", 0, 2**63 - 1)
+        _check_int(limit, "limit", 1, 100_000)
+        merged: list[tuple[int, str, str, bytes, bytes]] = []
+        with self._read() as txn:
+            for session_id in session_ids:
+                found = _load(txn, "sessions", _check_id(session_id, "session_id"))
+                if found is None:
+                    continue
+                n = found[0]["n"]
+                for key, raw in txn.range("events", U64x2.pack(n, after + 1), U64x2.pack(n + 1, 0)):
+                    name, ref = _codec.decode(raw)
+                    merged.append((U64x2.unpack(key)[1], session_id, name, ref, key))
+                    if len(merged) > limit * 4 + 4 * len(session_ids):
+                        break
+            merged.sort()
+            newest: dict[bytes, int] = {}
+            for offset, _, name, ref, _ in merged:
+                if name != "message":
+                    newest[ref] = offset
+            events: list[tuple[int, str, str, dict[str, Any]]] = []
+            more = False
+            for offset, session_id, name, ref, _ in merged:
+                if name != "message" and newest[ref] != offset:
+                    continue
+                table = {"message": "messages", "context_updated": "contexts", "task_updated": "tasks"}[name]
+                raw = txn.get(table, ref)
+                if raw is None:
+                    continue  # deleted since
+                if len(events) == limit:
+                    more = True
+                    break
+                events.append((offset, session_id, name, _public(raw)))
+        return events, more
+
+    @_write_method
+    def save_connection(self, pid: str, state: dict[str, Any]) -> Callable[[WriteTxn], None]:
+        """Store the recoverable state of a client connection under its private id."""
+        key = _check_id(pid, "pid")
+        _check_dict(state, "state")
+
+        def op(txn: WriteTxn) -> None:
+            _put(txn, "recovery", key, {}, state)
+
+        return op
+
+    @_write_method
+    def take_connection(self, pid: str) -> Callable[[WriteTxn], dict[str, Any] | None]:
+        """Remove and return the state saved under *pid* (None if there is none)."""
+        key = _check_id(pid, "pid")
+
+        def op(txn: WriteTxn) -> dict[str, Any] | None:
+            found = _load(txn, "recovery", key)
+            if found is None:
+                return None
+            txn.delete("recovery", key)
+            return found[1]
+
+        return op
+
+    @_write_method
+    def expire_connections(self, now: float, orphan_expiry: float | None = None) -> Callable[[WriteTxn], int]:
+        """Delete saved connections whose ``expires_at`` is before *now*; return how many.
+
+        With *orphan_expiry*, connections saved while connected (``expires_at``
+        None: their server stopped without seeing them go) expire then.
+        """
+
+        def op(txn: WriteTxn) -> int:
+            removed = 0
+            for key, raw in list(txn.range("recovery", b"", None)):
+                internal, state = _codec.decode(raw)
+                expires = state.get("expires_at")
+                if expires is None and orphan_expiry is not None:
+                    state["expires_at"] = orphan_expiry
+                    _put(txn, "recovery", key, internal, state)
+                elif expires is not None and expires < now:
+                    txn.delete("recovery", key)
+                    removed += 1
+            return removed
+
+        return op
 
     # -- setup and operations ---------------------------------------------------------------
 
@@ -1059,6 +1203,17 @@ class _Verifier:
         for key, cid in txn.range("session_contexts", b"", None):
             if txn.get("contexts", cid) is None:
                 e(f"session context entry {key!r:.60} points at no context")
+        message_events = 0
+        for ekey, (name, ref) in self._records(txn, "events"):
+            n = U64x2.unpack(ekey)[0]
+            if n not in sessions:
+                e(f"event {U64x2.unpack(ekey)[1]} belongs to no session")
+            elif name == "message":
+                message_events += 1
+                if txn.get("messages", ref) is None:
+                    e(f"message event {U64x2.unpack(ekey)[1]} points at no message")
+        if message_events != self.checked.get("messages", 0):
+            e(f"{message_events} message events for {self.checked.get('messages', 0)} messages")
         indexed = 0
         for tkey, (internal, task) in self._records(txn, "tasks"):
             for ikey in _task_index_keys(internal["n"], task["status"]["state"], internal["t"]):
@@ -1100,10 +1255,33 @@ class AsyncStore:
             if store.closed:
                     raise StoreClosed("the store is closed")
             if writer is None:
-                return await asyncio.to_thread(store._execute, op)
-            return await asyncio.wrap_future(writer.submit(op))
+                return _unwrap(await asyncio.to_thread(store._execute, op))
+            return _unwrap(await asyncio.wrap_future(writer.submit(op)))
 
         return write
+
+    async def outcome(self, name: str, *args: Any, **kwargs: Any) -> WriteOutcome:
+        """Run the write method *name* and return its :class:`WriteOutcome`.
+
+        For callers that broadcast what was written: the outcome says whether
+        the call created anything and the offset of the room event it logged.
+        This method is a coroutine.
+        """
+        prepare = getattr(getattr(type(self._store), name, None), "_prepare", None)
+        if prepare is None:
+            raise AttributeError(f"{name} is not a write method")
+        store = self._store
+        op = prepare(store, *args, **kwargs)
+        writer = store._writer_here()
+        if store.closed:
+            raise StoreClosed("the store is closed")
+        if writer is None:
+            result = await asyncio.to_thread(store._execute, op)
+        else:
+            result = await asyncio.wrap_future(writer.submit(op))
+        if isinstance(result, WriteOutcome):
+            return result
+        return WriteOutcome(result, True, None)
 
 
 def open_store(
