@@ -1,0 +1,1 @@
+"""Gateway tests: a real server, real clients."""
