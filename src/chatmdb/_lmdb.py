@@ -155,11 +155,14 @@ class _Env:
             ) from exc
         except (lmdb.Error, OSError) as exc:
             raise StorageError(f"cannot open the LMDB database at {self.path}: {exc}") from exc
-        # A process killed while reading leaves its reader slot behind; clear them.
-        self.env.reader_check()
         try:
-            self.dbs = self._open_dbs()
+            # Before any transaction: reading a page past the end of a truncated
+            # file through the map is a SIGBUS, not an error. The check reads
+            # only the meta pages, which liblmdb has already validated.
             self._check_file_size()
+            # A process killed while reading leaves its reader slot behind; clear them.
+            self.env.reader_check()
+            self.dbs = self._open_dbs()
         except BaseException:
             self.env.close()
             raise

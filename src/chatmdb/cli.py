@@ -193,5 +193,34 @@ def restore(db_path: str, backend: str, source: str, force: bool) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.option("--quick", is_flag=True, help="Smaller sizes and shorter runs: under 2 minutes.")
+@click.option("--out", "out_dir", default="./bench-results", show_default=True, help="Directory for the results.")
+@click.option("--only", default=None, help="Comma-separated workloads: write,raw,reads,mixed,gateway.")
+@click.option("--keep", is_flag=True, help="Keep the benchmark databases under OUT/work.")
+def bench(quick: bool, out_dir: str, only: str | None, keep: bool) -> None:
+    """Benchmark LMDB against SQLite through the store and the gateway; print tables, write JSON and a plot.
+
+    Example: chatmdb bench --quick --out ./bench-results
+    """
+    from .bench import WORKLOADS, BenchFailure, Config, run
+
+    workloads = WORKLOADS if only is None else tuple(w.strip() for w in only.split(",") if w.strip())
+    unknown = set(workloads) - set(WORKLOADS)
+    if unknown:
+        raise click.BadParameter(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
+    command = "chatmdb bench" + (" --quick" if quick else "") + (f" --only {only}" if only else "")
+    preset = Config.quick if quick else Config.full
+    config = preset(Path(out_dir), workloads=workloads, keep=keep, command=command)
+    try:
+        results = run(config)
+    except BenchFailure as exc:
+        raise click.ClickException(f"benchmark check failed: {exc}") from exc
+    from .bench.report import markdown
+
+    click.echo(markdown(results))
+    click.echo(f"Wrote {Path(out_dir) / 'results.json'}, report.md and bench.png", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -58,6 +58,7 @@ from typing import Any
 import socketio
 import uvicorn
 
+from ._recovery import ROOM_PREFIX, RecoveringServer
 from .errors import ChatMDBError, NotFound, StoreClosed, ValidationError
 from .metrics import Metrics
 from .store import Store, open_store
@@ -104,7 +105,7 @@ class _TolerantPacket(socketio.packet.Packet):  # type: ignore[misc]
 
 
 def _room(session_id: str) -> str:
-    return f"session:{session_id}"
+    return ROOM_PREFIX + session_id
 
 
 def _ok(data: Any) -> Payload:
@@ -180,12 +181,14 @@ class Gateway:
             raise ValidationError("max_http_buffer_size must be above the store's max_message_size")
         self.store = store
         self.token = token
-        # Kept for connection state recovery; python-socketio has none yet
-        # (python-socketio issue #1258), so clients catch up with join(after_seq).
         self.recovery_window = float(recovery_window)
         self.max_http_buffer_size = max_http_buffer_size
         self.close_store = close_store
-        self.sio = socketio.AsyncServer(
+        # Connection state recovery as the JavaScript server does it, with its
+        # state in the store (python-socketio has none: its issue #1258).
+        self.sio = RecoveringServer(
+            store,
+            self.recovery_window,
             async_mode="asgi",
             max_http_buffer_size=max_http_buffer_size,
             logger=False,
@@ -264,13 +267,17 @@ class Gateway:
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.clients.discard(sid)
 
-    async def _emit_to_session(self, event: str, data: Any, session_id: str, skip_sid: str | None = None) -> None:
+    async def _emit_to_session(
+        self, event: str, data: Any, session_id: str, offset: int | None, skip_sid: str | None = None
+    ) -> None:
         """Send a server event to every client in a session's room (but *skip_sid*).
 
-        The one place that emits to rooms. This method is a coroutine.
+        The one place that emits to rooms; *offset* is the store's offset of
+        the event, sent as its last argument for connection state recovery.
+        This method is a coroutine.
         """
         try:
-            await self.sio.emit(event, data, room=_room(session_id), skip_sid=skip_sid)
+            await self.sio.emit_room_event(event, data, session_id, offset, skip_sid=skip_sid)
         except Exception:
             # The write is committed and acked; a failed fan-out must not turn
             # that into an error for the writer. Clients catch up with join.
@@ -323,6 +330,9 @@ class Gateway:
             logger.warning("%d write(s) still in flight after %.0f s of shutdown", self._inflight, timeout)
         # Let the handlers that just finished queue their acks before the close packets.
         await asyncio.sleep(0)
+        # Clients of a server that stops see a lost transport: their state is
+        # kept, so they recover when they reconnect to the restarted server.
+        self.sio.shutting_down = True
         eio = self.sio.eio
         sids = list(eio.sockets)
         if sids:
@@ -334,6 +344,7 @@ class Gateway:
     async def aclose(self) -> None:
         """Shut down: drain, stop background tasks, close the store if owned. This method is a coroutine."""
         await self.drain()
+        await self.sio.stop_recovery()
         await self.sio.shutdown()
         self.metrics.close()
         if self.close_store:
@@ -358,10 +369,10 @@ class Gateway:
             # retry of such a client into a new message.
             raise ValidationError("message_uuid must not be empty; leave it out to have one generated")
         async with self._writing():
-            message, created = await self.store.aio.get_or_create_message(record)
+            message, created, offset = await self.store.aio.outcome("create_message", record)
             if created:
                 self.metrics.messages_written.labels(via).inc()
-                await self._emit_to_session("message", message, message["session_id"], skip_sid=skip_sid)
+                await self._emit_to_session("message", message, message["session_id"], offset, skip_sid=skip_sid)
         return message, created
 
     # -- events ----------------------------------------------------------------
@@ -374,6 +385,7 @@ class Gateway:
         f = _fields(data, {"session_id": _STR}, {"after_seq": _INT, "limit": _INT})
         session = self._session(f["session_id"])
         await self.sio.enter_room(sid, _room(f["session_id"]))
+        await self.sio.remember(sid)
         missed: list[dict[str, Any]] = []
         has_more = False
         if "after_seq" in f:
@@ -387,6 +399,7 @@ class Gateway:
         f = _fields(data, {"session_id": _STR})
         self._session(f["session_id"])
         await self.sio.leave_room(sid, _room(f["session_id"]))
+        await self.sio.remember(sid)
         return {"session_id": f["session_id"]}
 
     async def ev_send_message(self, sid: str, data: Payload) -> Any:
@@ -431,15 +444,15 @@ class Gateway:
     async def ev_create_context(self, sid: str, data: Payload) -> Any:
         f = _fields(data, {"session_id": _STR, "data": _DICT}, {"context_id": _STR})
         async with self._writing():
-            context = await self.store.aio.create_shared_context(**f)
-            await self._emit_to_session("context_updated", context, context["session_id"], skip_sid=sid)
+            context, _, offset = await self.store.aio.outcome("create_shared_context", **f)
+            await self._emit_to_session("context_updated", context, context["session_id"], offset, skip_sid=sid)
         return context
 
     async def ev_update_context(self, sid: str, data: Payload) -> Any:
         f = _fields(data, {"context_id": _STR, "data": _DICT}, {"expected_version": _INT})
         async with self._writing():
-            context = await self.store.aio.update_shared_context(**f)
-            await self._emit_to_session("context_updated", context, context["session_id"], skip_sid=sid)
+            context, _, offset = await self.store.aio.outcome("update_shared_context", **f)
+            await self._emit_to_session("context_updated", context, context["session_id"], offset, skip_sid=sid)
         return context
 
     async def ev_list_contexts(self, sid: str, data: Payload) -> Any:
@@ -455,8 +468,8 @@ class Gateway:
             {"id": _STR, "status": _DICT, "artifacts": _LIST, "history": _LIST, "metadata": _DICT},
         )
         async with self._writing():
-            task = await self.store.aio.create_task(f)
-            await self._emit_to_session("task_updated", task, task["context_id"], skip_sid=sid)
+            task, _, offset = await self.store.aio.outcome("create_task", f)
+            await self._emit_to_session("task_updated", task, task["context_id"], offset, skip_sid=sid)
         return task
 
     async def ev_update_task(self, sid: str, data: Payload) -> Any:
@@ -466,8 +479,8 @@ class Gateway:
             {"state": _STR, "status_message": _ANY, "artifacts": _LIST, "metadata": _DICT},
         )
         async with self._writing():
-            task = await self.store.aio.update_task(**f)
-            await self._emit_to_session("task_updated", task, task["context_id"], skip_sid=sid)
+            task, _, offset = await self.store.aio.outcome("update_task", **f)
+            await self._emit_to_session("task_updated", task, task["context_id"], offset, skip_sid=sid)
         return task
 
     async def ev_get_task(self, sid: str, data: Payload) -> Any:

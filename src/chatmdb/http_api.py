@@ -102,6 +102,7 @@ def create_http_app(gateway: Gateway) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await gateway.sio.start_recovery()
         yield
         await gateway.aclose()
 

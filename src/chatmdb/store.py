@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import reprlib
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
@@ -50,6 +51,7 @@ from .errors import (
     InvalidTransition,
     NotFound,
     SessionNotFound,
+    StorageError,
     StoreClosed,
     ValidationError,
 )
@@ -147,10 +149,27 @@ def _check_int(value: Any, what: str, low: int, high: int | None = None) -> int:
     return value
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
+def _show(value: Any) -> str:
+    """A short repr for an error message, safe on any argument (a plain repr of
+    deeply nested input raises RecursionError)."""
+    return _REPR.repr(value)
+
+
+def _check_state(state: Any) -> str:
+    # A list or dict is unhashable: test the type before looking it up.
+    if not isinstance(state, str) or state not in _STATE_BYTE:
+        raise ValidationError(f"state must be one of {', '.join(TASK_STATES)}, not {_show(state)}")
+    return state
+
+
 def _check_direction(direction: Any) -> bool:
     """Return True for newest-first."""
     if direction not in ("asc", "desc"):
-        raise ValidationError(f"direction must be 'asc' or 'desc', not {direction!r:.40}")
+        raise ValidationError(f"direction must be 'asc' or 'desc', not {_show(direction)}")
     return bool(direction == "desc")
 
 
@@ -162,7 +181,7 @@ def _check_seq_cursor(cursor: Any) -> int | None:
     elif isinstance(cursor, str) and cursor.isascii() and cursor.isdigit() and len(cursor) <= 19:
         number = int(cursor)
     else:
-        raise ValidationError(f"cursor must be a message seq as a string of digits, not {cursor!r:.40}")
+        raise ValidationError(f"cursor must be a message seq as a string of digits, not {_show(cursor)}")
     if not 0 <= number < 2**63:
         raise ValidationError("cursor is out of range")
     return number
@@ -497,25 +516,10 @@ class Store:
         """
         return self._message_op(data)  # type: ignore[return-value]  # unwrapped to the record
 
-    @_write_method
-    def get_or_create_message(self, data: dict[str, Any]) -> Callable[[WriteTxn], tuple[dict[str, Any], bool]]:
-        """:meth:`create_message`, also saying whether this call stored the message.
-
-        Returns ``(message, created)``. ``created`` is False when a message
-        with this ``message_uuid`` already existed in the session: the call
-        was a retry, nothing was written, and ``message`` is the stored one.
-        Decided inside the write transaction, so of two concurrent calls with
-        one uuid exactly one gets True. Raises what :meth:`create_message` raises.
-        """
-        op = self._message_op(data)
-
-        def pair(txn: WriteTxn) -> tuple[dict[str, Any], bool]:
-            outcome = op(txn)
-            return outcome.record, outcome.created
-
-        return pair
-
     def _message_op(self, data: dict[str, Any]) -> Callable[[WriteTxn], WriteOutcome]:
+        # The outcome says whether this call stored the message (False for a
+        # retry of a stored uuid, decided inside the transaction) and the
+        # offset of its room event; create_message returns only the record.
         if not isinstance(data, dict):
             raise ValidationError(f"message data must be an object (dict), not {type(data).__name__}")
         _codec.check_value(data, "message")
@@ -591,7 +595,7 @@ class Store:
         messages (an empty page), as the SQL it replaces returned.
         """
         skey = _check_id(session_id, "session_id")
-        _check_int(skip, "skip", 0)
+        _check_int(skip, "skip", 0, 2**63 - 1)  # cursor + skip must fit the 64-bit key
         _check_int(limit, "limit", 1, MAX_LIMIT)
         desc = _check_direction(direction)
         after = _check_seq_cursor(cursor)
@@ -833,9 +837,7 @@ class Store:
         status = task.get("status") or {}
         if not isinstance(status, dict):
             raise ValidationError("status must be an object with a 'state'")
-        state = status.get("state", "submitted")
-        if state not in _STATE_BYTE:
-            raise ValidationError(f"state must be one of {', '.join(TASK_STATES)}, not {state!r:.40}")
+        state = _check_state(status.get("state", "submitted"))
         for name, kind in (("artifacts", list), ("history", list), ("metadata", dict)):
             if task.get(name) is not None and not isinstance(task[name], kind):
                 raise ValidationError(f"{name} must be a {'list' if kind is list else 'dict'}")
@@ -889,8 +891,8 @@ class Store:
         state (completed, canceled, failed, rejected).
         """
         tkey = _check_id(task_id, "task_id")
-        if state is not None and state not in _STATE_BYTE:
-            raise ValidationError(f"state must be one of {', '.join(TASK_STATES)}, not {state!r:.40}")
+        if state is not None:
+            _check_state(state)
         _codec.check_value(status_message, "status_message")
         if artifacts is not None and not isinstance(artifacts, list):
             raise ValidationError("artifacts must be a list")
@@ -936,8 +938,8 @@ class Store:
 
         ``limit`` is 1..100; ``cursor`` is the id of the last task of the previous page.
         """
-        if state is not None and state not in _STATE_BYTE:
-            raise ValidationError(f"state must be one of {', '.join(TASK_STATES)}, not {state!r:.40}")
+        if state is not None:
+            _check_state(state)
         _check_int(limit, "limit", 1, MAX_TASK_PAGE)
         skey = None if context_id is None else _check_id(context_id, "context_id")
         ckey = None if cursor is None else _check_id(cursor, "cursor")
@@ -983,6 +985,10 @@ class Store:
         """
         _check_int(after, "after", 0, 2**63 - 1)
         _check_int(limit, "limit", 1, 100_000)
+        if not isinstance(session_ids, (list, tuple)):
+            raise ValidationError(f"session_ids must be a list of session ids, not {type(session_ids).__name__}")
+        for session_id in session_ids:
+            _check_id(session_id, "session_id")
         merged: list[tuple[int, str, str, bytes, bytes]] = []
         with self._read() as txn:
             for session_id in session_ids:
@@ -1120,12 +1126,21 @@ class Store:
 
         *dest_dir* must not hold a database already. Returns where and how big.
         """
+        if not isinstance(dest_dir, (str, os.PathLike)) or not str(dest_dir):
+            raise ValidationError(f"dest_dir must name a directory, not {_show(dest_dir)}")
         dest = Path(dest_dir)
-        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        try:
+            occupied = dest.exists() and (not dest.is_dir() or any(dest.iterdir()))
+        except (OSError, ValueError) as exc:  # an embedded NUL, an unencodable name, no permission
+            raise ValidationError(f"cannot use {_show(str(dest))} as a backup directory: {exc}") from exc
+        if occupied:
             raise ValidationError(f"{dest} exists and is not an empty directory")
         if self._closed:
             raise StoreClosed("the store is closed")
-        self.engine.backup(dest)
+        try:
+            self.engine.backup(dest)
+        except OSError as exc:  # e.g. a parent of dest is a file
+            raise StorageError(f"cannot write the backup to {dest}: {exc}") from exc
         size = sum(p.stat().st_size for p in dest.iterdir() if p.is_file())
         return {"path": str(dest.absolute()), "backend": self.backend, "bytes": size}
 
@@ -1135,8 +1150,11 @@ class Store:
         """
         checker = _Verifier()
         checker.errors.extend(self.engine.check())
-        with self._read() as txn:
-            checker.run(txn)
+        if not checker.errors:
+            # Only walk the records of files the engine vouches for: reading a
+            # truncated LMDB file through its map faults the process (SIGBUS).
+            with self._read() as txn:
+                checker.run(txn)
         return {
             "ok": not checker.errors,
             "errors": checker.errors[:100],
@@ -1299,9 +1317,13 @@ def open_store(
     :data:`DEFAULT_SETTINGS`: ``max_message_size``, ``group_commit``, ``max_batch``.
     """
     if durability not in ("full", "process"):
-        raise ValidationError(f"durability must be 'full' or 'process', not {durability!r}")
-    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValidationError(f"durability must be 'full' or 'process', not {_show(durability)}")
+    if not isinstance(path, (str, os.PathLike)) or not str(path) or "\x00" in str(path):
         raise ValidationError("path must name a directory")
+    try:
+        str(path).encode("utf-8")  # py-lmdb takes the path as UTF-8
+    except UnicodeError as exc:
+        raise ValidationError("path is not valid Unicode text") from exc
     map_size = options.pop("map_size", None)
     engine: Engine
     if backend == "lmdb":
@@ -1315,7 +1337,7 @@ def open_store(
 
         engine = SqliteEngine(path, durability=durability)
     else:
-        raise ValidationError(f"backend must be 'lmdb' or 'sqlite', not {backend!r}")
+        raise ValidationError(f"backend must be 'lmdb' or 'sqlite', not {_show(backend)}")
     try:
         return Store(engine, durability=durability, **options)
     except BaseException:

@@ -85,12 +85,13 @@ def start_server(
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     token: str | None = None,
+    port: int | None = None,
 ) -> Server:
     """Start ``python -m chatmdb serve`` on a free port and wait until ``/healthz`` answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "db"
     for attempt in range(3):
-        port = free_port()
+        port = port or free_port()
         log = workdir / f"server-{port}.log"
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMDB_")}
         child_env.update(env or {})
@@ -147,8 +148,9 @@ class Client:
         for name in ("message", "context_updated", "task_updated"):
             sio.on(name, self._keeper(name))
 
-    def _keeper(self, name: str) -> Callable[[Any], None]:
-        def keep(data: Any) -> None:
+    def _keeper(self, name: str) -> Callable[..., None]:
+        def keep(data: Any, *offset: Any) -> None:
+            # Room events carry their recovery offset as a last argument.
             self.events.put_nowait((name, data))
 
         return keep
