@@ -24,7 +24,7 @@ serve: $(STAMP)
 	$(VENV)/bin/chatmdb serve
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
 
 unit: setup

@@ -120,6 +120,65 @@ class _LmdbTxn:
             yield bytes(key), bytes(value)
 
 
+class _LmdbWriteTxn(_LmdbTxn):
+    """A write transaction that holds its puts and deletes until the commit.
+
+    py-lmdb releases the GIL around every ``put`` and ``delete``, and winning
+    it back costs tens of microseconds when other threads are runnable (the
+    producers of a group commit always are): measured 0.7 us per put alone,
+    76 us with four busy threads. Reads keep the GIL, and ``putmulti``
+    releases it once for a whole list, so writes go to an overlay that is
+    flushed, per table and in key order, with one ``putmulti`` each.
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+        super().__init__(txn, dbs)
+        self._pending: dict[str, dict[bytes, bytes | None]] = {}
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        pending = self._pending.get(table)
+        if pending is not None and key in pending:
+            return pending[key]
+        return super().get(table, key)
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self._pending.setdefault(table, {})[key] = value
+
+    def delete(self, table: str, key: bytes) -> bool:
+        existed = self.get(table, key) is not None
+        if existed:
+            self._pending.setdefault(table, {})[key] = None
+        return existed
+
+    def count(self, table: str) -> int:
+        self._flush(table)
+        return super().count(table)
+
+    def range(
+        self, table: str, start: bytes, end: bytes | None, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        self._flush(table)
+        return super().range(table, start, end, reverse)
+
+    def _flush(self, table: str) -> None:
+        pending = self._pending.pop(table, None)
+        if not pending:
+            return
+        db = self._dbs[table]
+        puts = sorted((k, v) for k, v in pending.items() if v is not None)
+        if puts:
+            self._txn.cursor(db=db).putmulti(puts)
+        for key, value in pending.items():
+            if value is None:
+                self._txn.delete(key, db=db)
+
+    def flush(self) -> None:
+        for table in list(self._pending):
+            self._flush(table)
+
+
 class _Env:
     """One open LMDB environment, shared by every store on its path in this process."""
 
@@ -339,7 +398,9 @@ class LmdbEngine(Engine):
                     continue
                 else:
                     try:
-                        result = fn(_LmdbTxn(txn, env.dbs))
+                        wtxn = _LmdbWriteTxn(txn, env.dbs)
+                        result = fn(wtxn)
+                        wtxn.flush()
                         txn.commit()
                         return result
                     except lmdb.MapFullError:
