@@ -114,8 +114,10 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
                 await self._purge_task
 
     async def _purge_loop(self) -> None:
+        # Often enough that expired states never outnumber one window's disconnects.
+        interval = min(PURGE_INTERVAL, max(0.5, self.window / 2))
         while True:
-            await asyncio.sleep(PURGE_INTERVAL)
+            await asyncio.sleep(interval)
             try:
                 removed = await self.store.aio.expire_connections(time.time())
                 if removed:

@@ -29,13 +29,15 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from .errors import ChatMDBError, NotFound, StoreClosed
 from .metrics import CONTENT_TYPE
@@ -50,6 +52,9 @@ logger = logging.getLogger("chatmdb.http")
 STATUS = {"invalid": 400, "unauthorized": 401, "not_found": 404, "conflict": 409, "too_large": 413, "internal": 500}
 _CODE_OF_STATUS = {400: "invalid", 401: "unauthorized", 404: "not_found", 409: "conflict", 413: "too_large"}
 OPEN_PATHS = frozenset({"/healthz"})
+# The store's rules for ids, paging and message seq cursors, declared in the OpenAPI schema.
+Id = Annotated[str, PathParam(min_length=1, max_length=256)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 class ErrorDetail(BaseModel):
@@ -67,7 +72,7 @@ class SessionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     title: str | None = None
-    session_id: str | None = Field(default=None, description="defaults to a new uuid4")
+    session_id: str | None = Field(default=None, min_length=1, max_length=256, description="defaults to a new uuid4")
     metadata: dict[str, Any] | None = None
 
 
@@ -76,8 +81,10 @@ class MessageIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     content: str
-    message_uuid: str | None = Field(default=None, description="makes the POST idempotent; defaults to a new uuid4")
-    agent_id: str | None = None
+    message_uuid: str | None = Field(
+        default=None, min_length=1, max_length=256, description="makes the POST idempotent; defaults to a new uuid4"
+    )
+    agent_id: str | None = Field(default=None, min_length=1, max_length=256)
     role: str | None = Field(default=None, description="defaults to 'user'")
     metadata: dict[str, Any] | None = None
 
@@ -142,7 +149,20 @@ def create_http_app(gateway: Gateway) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _CODE_OF_STATUS.get(exc.status_code, "invalid" if exc.status_code < 500 else "internal")
-        return _error(exc.status_code, code, str(exc.detail))
+        response = _error(exc.status_code, code, str(exc.detail))
+        # Keep the headers the error carries, such as the Allow of a 405.
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of the first route of the path only.
+            allowed = {
+                method
+                for route in app.routes
+                if isinstance(route, Route) and route.matches(request.scope)[0] is Match.PARTIAL
+                for method in route.methods or ()
+            }
+            if allowed:
+                response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
 
     def _timed(op: str) -> Any:
         return gateway.metrics.read_seconds.labels(op).time()
@@ -159,8 +179,10 @@ def create_http_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/api/sessions", tags=["sessions"])
     async def list_sessions(
-        limit: int = Query(100, description="1..1000"),
-        cursor: str | None = Query(None, description="id of the last session of the previous page"),
+        limit: Limit = 100,
+        cursor: str | None = Query(
+            None, min_length=1, max_length=256, description="id of the last session of the previous page"
+        ),
     ) -> list[dict[str, Any]]:
         with _timed("list_sessions"):
             return store.list_sessions(limit=limit, cursor=cursor)
@@ -179,16 +201,18 @@ def create_http_app(gateway: Gateway) -> FastAPI:
         return session
 
     @app.get("/api/sessions/{session_id}", tags=["sessions"])
-    async def get_session(session_id: str) -> dict[str, Any]:
+    async def get_session(session_id: Id) -> dict[str, Any]:
         return _session(session_id)
 
     @app.get("/api/sessions/{session_id}/messages", tags=["messages"])
     async def get_session_messages(
-        session_id: str,
-        skip: int = Query(0, description=">= 0, messages passed over after the cursor"),
-        limit: int = Query(100, description="1..1000"),
-        cursor: str | None = Query(None, description="a message seq (next_cursor of the previous page)"),
-        direction: str = Query("desc", description="asc or desc"),
+        session_id: Id,
+        skip: int = Query(0, ge=0, description="messages passed over after the cursor"),
+        limit: Limit = 100,
+        cursor: str | None = Query(
+            None, pattern="^[0-9]{1,18}$", description="a message seq (next_cursor of the previous page)"
+        ),
+        direction: Literal["asc", "desc"] = "desc",
     ) -> dict[str, Any]:
         _session(session_id)
         with _timed("get_session_messages"):
@@ -199,7 +223,7 @@ def create_http_app(gateway: Gateway) -> FastAPI:
         return page
 
     @app.post("/api/sessions/{session_id}/messages", tags=["messages"], status_code=201)
-    async def post_message(session_id: str, body: MessageIn, response: Response) -> dict[str, Any]:
+    async def post_message(session_id: Id, body: MessageIn, response: Response) -> dict[str, Any]:
         record = {"session_id": session_id, **body.model_dump(exclude_none=True)}
         record.setdefault("role", "user")
         message, created = await gateway.post_message(record, via="http")
@@ -209,7 +233,7 @@ def create_http_app(gateway: Gateway) -> FastAPI:
         return result
 
     @app.get("/api/messages/{message_uuid}", tags=["messages"])
-    async def get_message(message_uuid: str) -> dict[str, Any]:
+    async def get_message(message_uuid: Id) -> dict[str, Any]:
         with _timed("get_message"):
             message = store.get_message(message_uuid)
         if message is None:
@@ -222,7 +246,7 @@ def create_http_app(gateway: Gateway) -> FastAPI:
             return store.list_agent_cards()
 
     @app.get("/api/agents/{agent_id}", tags=["agents"])
-    async def get_agent(agent_id: str) -> dict[str, Any]:
+    async def get_agent(agent_id: Id) -> dict[str, Any]:
         with _timed("get_agent_card"):
             card = store.get_agent_card(agent_id)
         if card is None:

@@ -73,7 +73,7 @@ class _StoreSizeCollector(Collector):
             family.add_metric([backend], float(value))
             yield family
         records = GaugeMetricFamily("chatmdb_store_records", "Records in the store, by kind.", labels=["kind"])
-        for kind in ("sessions", "messages", "agents", "contexts", "tasks"):
+        for kind in ("sessions", "messages", "agents", "contexts", "tasks", "saved_connections"):
             if isinstance(stats.get(kind), int):
                 records.add_metric([kind], float(stats[kind]))
         yield records

@@ -1107,6 +1107,7 @@ class Store:
                 "agents": txn.count("agents"),
                 "contexts": txn.count("contexts"),
                 "tasks": txn.count("tasks"),
+                "saved_connections": txn.count("recovery"),
             }
         info = self.engine.info()
         used_ratio = None

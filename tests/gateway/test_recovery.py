@@ -167,3 +167,35 @@ async def test_chat_client_exactly_once_across_sigkill(tmp_path: Path, backend: 
         assert [m["message_uuid"] for m in page["items"]] == [f"uuid-{i}" for i in range(MESSAGES)]
         assert store.verify()["ok"]
 
+
+
+async def _lose_transport(url: str) -> str:
+    """Connect over a raw WebSocket, take the CONNECT reply, and drop the transport."""
+    import aiohttp
+
+    ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
+        opening = await asyncio.wait_for(ws.receive_str(), 10)
+        assert opening.startswith("0{")
+        await ws.send_str("40")
+        reply = await asyncio.wait_for(ws.receive_str(), 10)
+        assert reply.startswith("40{")
+        return str(json.loads(reply[2:])["pid"])
+
+
+async def test_expired_states_are_purged_under_churn(tmp_path: Path) -> None:
+    server = start_server(tmp_path, "lmdb", args=("--recovery-window", "2"))
+    try:
+        pids = [await _lose_transport(server.url) for _ in range(150)]
+        assert len(set(pids)) == 150
+        with open_store(server.db) as store:
+            counts = [store.stats()["saved_connections"]]
+            for _ in range(150):  # bounded: 15 s
+                await asyncio.sleep(0.1)
+                counts.append(store.stats()["saved_connections"])
+                if counts[-1] == 0:
+                    break
+    finally:
+        stop_and_check(server)
+    assert 0 < max(counts) <= 150, counts[:5]
+    assert counts[-1] == 0, f"expired connection states were not purged: {counts[-5:]}"
