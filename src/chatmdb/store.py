@@ -350,7 +350,7 @@ class Store:
             result = self.engine.write(op)
             self._committed(1, time.perf_counter() - started)
             return result
-        done: T = writer.submit(op).result()
+        done: T = writer.run(op)
         return done
 
     def _read(self) -> Any:
