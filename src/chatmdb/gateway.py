@@ -82,6 +82,8 @@ _SEQ_CURSOR = "a string or an integer"
 
 # The event name an undecodable EVENT packet is delivered as (no client can emit it by accident).
 _MALFORMED = "\x00malformed"
+# The event name an EVENT packet without a usable event name is delivered as.
+_NOT_AN_EVENT = "\x00not-an-event"
 
 
 class _TolerantPacket(socketio.packet.Packet):  # type: ignore[misc]
@@ -94,14 +96,33 @@ class _TolerantPacket(socketio.packet.Packet):  # type: ignore[misc]
     """
 
     def decode(self, encoded_packet: Any) -> int:
+        events = (socketio.packet.EVENT, socketio.packet.BINARY_EVENT)
         try:
             count: int = super().decode(encoded_packet)
-            return count
         except (ValueError, RecursionError):  # json.JSONDecodeError is a ValueError
-            if self.packet_type != socketio.packet.EVENT:
+            if self.packet_type == socketio.packet.CONNECT:
+                self.data = None  # undecodable auth: a connection without auth (and without recovery)
+                return 0
+            if self.packet_type not in events:
                 raise
             self.data = [_MALFORMED]
             return 0
+        if self.packet_type in events and not _is_event(self.data):
+            # No name, a name that is not a string (unhashable ones crash the
+            # dispatch), or one of the server's own connect/disconnect/catch-all
+            # handlers, which must never run on a client's say-so.
+            self.data = [_NOT_AN_EVENT]
+        return count
+
+
+def _is_event(data: Any) -> bool:
+    return (
+        isinstance(data, list)
+        and bool(data)
+        and isinstance(data[0], str)
+        and data[0] not in socketio.AsyncServer.reserved_events
+        and data[0] != "*"
+    )
 
 
 def _room(session_id: str) -> str:
@@ -253,6 +274,8 @@ class Gateway:
         # Without this, an event with no handler gets no ack and the client waits forever.
         if event == _MALFORMED:
             return _error("invalid", "the event's data is not valid JSON, or is nested too deeply")
+        if event == _NOT_AN_EVENT:
+            return _error("invalid", "an event is an array that starts with the event's name")
         return _error("invalid", f"unknown event {str(event)[:60]!r}")
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
