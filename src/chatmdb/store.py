@@ -1269,13 +1269,7 @@ class AsyncStore:
             return read
 
         async def write(*args: Any, **kwargs: Any) -> Any:
-            op = prepare(store, *args, **kwargs)
-            writer = store._writer_here()
-            if store.closed:
-                    raise StoreClosed("the store is closed")
-            if writer is None:
-                return _unwrap(await asyncio.to_thread(store._execute, op))
-            return _unwrap(await asyncio.wrap_future(writer.submit(op)))
+            return (await self.outcome(name, *args, **kwargs)).record
 
         return write
 
