@@ -192,22 +192,33 @@ class _Env:
         self._resize_lock_path = path / "resize.lock"
         self._open()
 
+    def _open_env(self, sync: bool) -> lmdb.Environment:
+        for attempt in range(20):
+            try:
+                return lmdb.open(
+                    str(self.path),
+                    map_size=self._initial_map_size,
+                    max_dbs=len(TABLES) + 4,
+                    max_readers=MAX_READERS,
+                    sync=sync,
+                    metasync=sync,
+                    writemap=False,
+                    map_async=False,
+                    meminit=False,
+                    lock=True,
+                )
+            except lmdb.MapResizedError:
+                # Another process grew the map between liblmdb reading the
+                # size and py-lmdb's first transaction; opening again adopts it.
+                if attempt == 19:
+                    raise
+        raise AssertionError("unreachable")
+
     def _open(self) -> None:
         sync = self.durability == "full"
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self.env = lmdb.open(
-                str(self.path),
-                map_size=self._initial_map_size,
-                max_dbs=len(TABLES) + 4,
-                max_readers=MAX_READERS,
-                sync=sync,
-                metasync=sync,
-                writemap=False,
-                map_async=False,
-                meminit=False,
-                lock=True,
-            )
+            self.env = self._open_env(sync)
         except lmdb.InvalidError as exc:
             raise CorruptionError(
                 f"{self.path} is not a valid LMDB database", hint="restore from a backup"
