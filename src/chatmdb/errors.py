@@ -13,7 +13,8 @@ boundary and never reach callers. ::
     │   └── InvalidTransition                 task already in a terminal state
     ├── StoreClosed                           the store was closed
     └── StorageError                          the engine failed (disk full, I/O)
-        └── CorruptionError                   the files do not hold what was written
+        ├── CorruptionError                   the files do not hold what was written
+        └── FormatError                       the files are of another on-disk format version
 
 ``ValidationError`` and ``SessionNotFound`` are ``ValueError`` subclasses
 because the ``db.py`` modules chatmdb replaces raised ``ValueError`` for both,
@@ -25,9 +26,11 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "HTTP_STATUS",
     "ChatMDBError",
     "Conflict",
     "CorruptionError",
+    "FormatError",
     "InvalidTransition",
     "NotFound",
     "SessionNotFound",
@@ -35,6 +38,7 @@ __all__ = [
     "StoreClosed",
     "TooLarge",
     "ValidationError",
+    "http_status",
 ]
 
 
@@ -101,3 +105,38 @@ class StorageError(ChatMDBError):
 
 class CorruptionError(StorageError):
     """The database files do not hold what was written (checksum or size mismatch)."""
+
+
+class FormatError(StorageError):
+    """The database was written in an on-disk format this version does not read.
+
+    ``found`` is the database's format version, ``supported`` this library's.
+    Nothing was written to the database.
+    """
+
+    def __init__(self, message: str, *, found: int, supported: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint, found=found, supported=supported)
+        self.found = found
+        self.supported = supported
+
+
+# The HTTP status of each error code: the one table the HTTP API and the
+# OpenAPI schema read. "unauthorized" and "rate_limited" come from the
+# gateway itself, not from the store.
+HTTP_STATUS: dict[str, int] = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "conflict": 409,
+    "too_large": 413,
+    "rate_limited": 429,
+    "internal": 500,
+    "unavailable": 503,
+}
+
+
+def http_status(exc: ChatMDBError) -> int:
+    """The HTTP status that answers *exc*: a closed store (a server shutting down) is 503."""
+    if isinstance(exc, StoreClosed):
+        return HTTP_STATUS["unavailable"]
+    return HTTP_STATUS.get(exc.code, 500)

@@ -1273,6 +1273,34 @@ class AsyncStore:
 
         return write
 
+    async def create_message_outcome(self, data: dict[str, Any]) -> WriteOutcome:
+        return await self.outcome("create_message", data)
+
+    async def create_shared_context_outcome(
+        self, session_id: str, data: dict[str, Any], context_id: str | None = None
+    ) -> WriteOutcome:
+        return await self.outcome("create_shared_context", session_id, data, context_id=context_id)
+
+    async def update_shared_context_outcome(
+        self, context_id: str, data: dict[str, Any], expected_version: int | None = None
+    ) -> WriteOutcome:
+        return await self.outcome("update_shared_context", context_id, data, expected_version=expected_version)
+
+    async def create_task_outcome(self, task: dict[str, Any]) -> WriteOutcome:
+        return await self.outcome("create_task", task)
+
+    async def update_task_outcome(
+        self,
+        task_id: str,
+        state: str | None = None,
+        status_message: Any = None,
+        artifacts: list[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> WriteOutcome:
+        return await self.outcome(
+            "update_task", task_id, state=state, status_message=status_message, artifacts=artifacts, metadata=metadata
+        )
+
     async def outcome(self, name: str, *args: Any, **kwargs: Any) -> WriteOutcome:
         """Run the write method *name* and return its :class:`WriteOutcome`.
 
