@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chatmdb import Store
-from chatmdb._engine import TABLES
+from chatmdb.store.schema import TABLES
 
 
 def snapshot(store: Store) -> dict[str, list[tuple[bytes, bytes]]]:

@@ -519,7 +519,7 @@ def test_verify_detects_a_missing_index_entry(store: Store, session: dict[str, A
 
 def test_verify_detects_a_wrong_counter(store: Store, session: dict[str, Any]) -> None:
     msgs = add(store, session["id"], 3)
-    from chatmdb._engine import U64x2
+    from chatmdb.store.schema import U64x2
 
     def drop(txn: Any) -> None:
         txn.delete("messages", U64x2.pack(1, 3))
@@ -597,7 +597,7 @@ def test_two_stores_on_one_path_share_the_database(make_store: Any) -> None:
 async def test_async_methods(store: Store, session: dict[str, Any]) -> None:
     msg = await store.aio.create_message({"session_id": session["id"], "content": "async"})
     assert msg["seq"] == 1
-    assert await store.aio.get_message(msg["message_uuid"]) == msg
+    assert store.get_message(msg["message_uuid"]) == msg  # reads stay on the store
     with pytest.raises(SessionNotFound):
         await store.aio.create_message({"session_id": "missing"})
     with pytest.raises(AttributeError):
@@ -608,16 +608,15 @@ async def test_async_methods(store: Store, session: dict[str, Any]) -> None:
 
 
 async def test_write_outcomes_carry_event_offsets(store: Store, session: dict[str, Any]) -> None:
-    first = await store.aio.outcome("create_message", {"session_id": session["id"], "message_uuid": "m1"})
+    first = await store.aio.create_message_outcome({"session_id": session["id"], "message_uuid": "m1"})
     assert first.created and first.offset == 1 and first.record["seq"] == 1
-    retry = await store.aio.outcome("create_message", {"session_id": session["id"], "message_uuid": "m1"})
+    retry = await store.aio.create_message_outcome({"session_id": session["id"], "message_uuid": "m1"})
     assert not retry.created and retry.offset is None and retry.record == first.record
-    ctx = await store.aio.outcome("create_shared_context", session["id"], {"a": 1})
-    task = await store.aio.outcome("create_task", {"context_id": session["id"]})
+    ctx = await store.aio.create_shared_context_outcome(session["id"], {"a": 1})
+    task = await store.aio.create_task_outcome({"context_id": session["id"]})
     assert (ctx.offset, task.offset) == (2, 3)
     assert store.last_event_offset() == 3
-    with pytest.raises(AttributeError):
-        await store.aio.outcome("get_session", session["id"])
+    assert not hasattr(store.aio, "get_session")  # reads are not queued: they stay on the store
 
 
 def test_events_since(store: Store) -> None:

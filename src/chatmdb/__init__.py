@@ -17,12 +17,13 @@ from .errors import (
     TooLarge,
     ValidationError,
 )
-from .store import DEFAULT_SETTINGS, TASK_STATES, TERMINAL_STATES, AsyncStore, Store, open_store
+from .store import DEFAULT_SETTINGS, FORMAT_VERSION, TASK_STATES, TERMINAL_STATES, AsyncStore, Store, WriteOutcome, open_store
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_SETTINGS",
+    "FORMAT_VERSION",
     "TASK_STATES",
     "TERMINAL_STATES",
     "AsyncStore",
@@ -38,6 +39,7 @@ __all__ = [
     "StoreClosed",
     "TooLarge",
     "ValidationError",
+    "WriteOutcome",
     "__version__",
     "open_store",
 ]

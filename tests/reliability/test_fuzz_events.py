@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect as ws_connect
 
 from chatmdb import Store, open_store
-from chatmdb._engine import TABLES
+from chatmdb.store.schema import TABLES
 from chatmdb.gateway import Gateway
 from gateway.conftest import BACKENDS, Server, start_server, stop_and_check  # tests/gateway/conftest.py
 

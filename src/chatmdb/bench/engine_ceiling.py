@@ -24,7 +24,7 @@ from typing import Any
 
 import lmdb
 
-from .. import _codec
+from ..store import codec as _codec
 from ._stats import BenchFailure, dir_size, summarize
 from .store_load import content_for
 

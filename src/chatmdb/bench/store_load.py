@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import _codec
+from ..store import codec as _codec
 from ..store import Store, open_store
 from ._stats import BenchFailure, dir_size, rss_bytes, summarize
 

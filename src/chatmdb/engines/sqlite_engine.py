@@ -18,15 +18,35 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from ._engine import TABLES, Engine, T, WriteTxn
-from .errors import ChatMDBError, CorruptionError, StorageError, StoreClosed
+from ..errors import ChatMDBError, CorruptionError, StorageError, StoreClosed
+from .base import Engine, T, WriteTxn
 
 FILENAME = "chatmdb.sqlite3"
 BUSY_TIMEOUT_MS = 60_000
 
 
+class _Savepoint:
+    """SQLite's own SAVEPOINT: a failed block is rolled back, the transaction goes on."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("SAVEPOINT op")
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if kind is not None:
+            self._conn.execute("ROLLBACK TO op")
+        self._conn.execute("RELEASE op")
+
+
 class _SqliteTxn:
     __slots__ = ("_conn",)
+
+    def savepoint(self) -> _Savepoint:
+        return _Savepoint(self._conn)
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -60,8 +80,9 @@ class _SqliteTxn:
 
 class SqliteEngine(Engine):
     name = "sqlite"
+    FILES = (FILENAME,)  # what a backup holds (the WAL is checkpointed into it)
 
-    def __init__(self, path: str | os.PathLike[str], *, durability: str = "full") -> None:
+    def __init__(self, path: str | os.PathLike[str], *, tables: tuple[str, ...], durability: str = "full") -> None:
         self.path = Path(path).absolute()
         self.file = self.path / FILENAME
         self._synchronous = "FULL" if durability == "full" else "NORMAL"
@@ -74,7 +95,7 @@ class SqliteEngine(Engine):
             self.path.mkdir(parents=True, exist_ok=True)
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
-            for table in TABLES:
+            for table in tables:
                 conn.execute(f"CREATE TABLE IF NOT EXISTS t_{table} (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID")
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:

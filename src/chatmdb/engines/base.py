@@ -2,20 +2,17 @@
 
 A backend implements four operations on named tables of byte keys kept in
 byte order (``get``, ``put``, ``delete``, ``range``) inside read and write
-transactions, plus ``close``, ``info`` and ``backup``. Everything above it
-(records, indexes, sequence numbers, validation) lives once in
-:mod:`chatmdb.store`, so LMDB and SQLite behave identically by construction
-and the conformance suite holds each engine to that.
-
-Order lives in the key bytes: integers are fixed-width big-endian, so byte
-order is numeric order on both engines (py-lmdb cannot take a custom
-comparator).
+transactions, a savepoint inside a write transaction, plus ``close``,
+``info``, ``backup`` and ``check``. The tables are the store's to name
+(:data:`chatmdb.store.schema.TABLES`); the engine creates them at open.
+Everything above it (records, indexes, sequence numbers, validation) lives
+once in :mod:`chatmdb.store`, so LMDB and SQLite behave identically by
+construction and the conformance suite holds each engine to that.
 """
 
 from __future__ import annotations
 
 import abc
-import struct
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -23,26 +20,6 @@ from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
-# Every table the store uses; engines create them all when opening, because
-# LMDB named databases must be opened once, up front, before other transactions.
-TABLES = (
-    "meta",  # counters and schema version
-    "sessions",  # session id -> session record
-    "session_order",  # session number -> session id (newest last)
-    "messages",  # session number + seq -> message record
-    "msg_uuid",  # message uuid -> message key
-    "agent_msgs",  # agent id (length-prefixed) + global seq -> message key
-    "agents",  # agent id -> agent card
-    "contexts",  # context id -> shared context record
-    "session_contexts",  # session number + context seq -> context id
-    "tasks",  # task id -> task record
-    "task_index",  # kind + (session number) + (state) + status seq -> task id
-    "events",  # session number + event offset -> [event name, record key]
-    "recovery",  # private connection id -> disconnected client's rooms and data
-)
-
-U64 = struct.Struct(">Q")
-U64x2 = struct.Struct(">QQ")
 
 
 class ReadTxn(Protocol):
@@ -64,12 +41,22 @@ class WriteTxn(ReadTxn, Protocol):
 
     def delete(self, table: str, key: bytes) -> bool: ...
 
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A block whose writes are undone, and the rest of the transaction kept, if it raises.
+
+        The group-commit writer runs each caller's operation in one, so an
+        operation that fails after its first write leaves nothing of itself
+        in the batch it shares with others. Savepoints do not nest.
+        """
+        ...
+
 
 class Engine(abc.ABC):
     """An open database. Implementations must be safe to share between threads."""
 
     name: str
     path: Path
+    FILES: tuple[str, ...]  # the files of a database, as a backup holds them
 
     @abc.abstractmethod
     def read(self) -> AbstractContextManager[ReadTxn]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import CorruptionError, TooLarge, ValidationError
+from ..errors import CorruptionError, TooLarge, ValidationError
 
 _CRC = struct.Struct(">I")
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import lmdb
 
-from ._engine import TABLES, Engine, T, WriteTxn
-from .errors import ChatMDBError, CorruptionError, StorageError, StoreClosed
+from ..errors import ChatMDBError, CorruptionError, StorageError, StoreClosed
+from .base import Engine, T, WriteTxn
 
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB; sparse, so it costs nothing until used
 MAX_GROWTH_STEP = 8 << 30  # past 8 GiB, grow linearly instead of doubling
@@ -120,6 +120,35 @@ class _LmdbTxn:
             yield bytes(key), bytes(value)
 
 
+_ABSENT = object()  # no pending entry: the key reads through to the transaction
+
+
+class _Savepoint:
+    """Undoes the overlay writes of a block that raises (see ``_LmdbWriteTxn.savepoint``)."""
+
+    __slots__ = ("_txn",)
+
+    def __init__(self, txn: _LmdbWriteTxn) -> None:
+        self._txn = txn
+
+    def __enter__(self) -> None:
+        if self._txn._undo is not None:
+            raise RuntimeError("savepoints do not nest")
+        self._txn._undo = []
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        txn = self._txn
+        undo, txn._undo = txn._undo, None
+        if kind is None or undo is None:
+            return
+        for table, key, previous in reversed(undo):
+            pending = txn._pending.setdefault(table, {})
+            if previous is _ABSENT:
+                pending.pop(key, None)
+            else:
+                pending[key] = previous
+
+
 class _LmdbWriteTxn(_LmdbTxn):
     """A write transaction that holds its puts and deletes until the commit.
 
@@ -129,13 +158,22 @@ class _LmdbWriteTxn(_LmdbTxn):
     76 us with four busy threads. Reads keep the GIL, and ``putmulti``
     releases it once for a whole list, so writes go to an overlay that is
     flushed, per table and in key order, with one ``putmulti`` each.
+
+    A savepoint is an undo log of the overlay: each write inside it records
+    the entry it replaced. A flush inside a savepoint (a range or a count
+    reads through to the transaction) first records the transaction's own
+    values of the keys it is about to overwrite, so undoing restores them too.
     """
 
-    __slots__ = ("_pending",)
+    __slots__ = ("_pending", "_undo")
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
         super().__init__(txn, dbs)
         self._pending: dict[str, dict[bytes, bytes | None]] = {}
+        self._undo: list[tuple[str, bytes, Any]] | None = None
+
+    def savepoint(self) -> _Savepoint:
+        return _Savepoint(self)
 
     def get(self, table: str, key: bytes) -> bytes | None:
         pending = self._pending.get(table)
@@ -144,12 +182,18 @@ class _LmdbWriteTxn(_LmdbTxn):
         return super().get(table, key)
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
-        self._pending.setdefault(table, {})[key] = value
+        pending = self._pending.setdefault(table, {})
+        if self._undo is not None:
+            self._undo.append((table, key, pending.get(key, _ABSENT)))
+        pending[key] = value
 
     def delete(self, table: str, key: bytes) -> bool:
         existed = self.get(table, key) is not None
         if existed:
-            self._pending.setdefault(table, {})[key] = None
+            pending = self._pending.setdefault(table, {})
+            if self._undo is not None:
+                self._undo.append((table, key, pending.get(key, _ABSENT)))
+            pending[key] = None
         return existed
 
     def count(self, table: str) -> int:
@@ -167,6 +211,12 @@ class _LmdbWriteTxn(_LmdbTxn):
         if not pending:
             return
         db = self._dbs[table]
+        if self._undo:
+            undo = self._undo
+            for i, (name, key, previous) in enumerate(undo):
+                if name == table and previous is _ABSENT:
+                    value = self._txn.get(key, db=db)
+                    undo[i] = (name, key, None if value is None else bytes(value))
         puts = sorted((k, v) for k, v in pending.items() if v is not None)
         if puts:
             self._txn.cursor(db=db).putmulti(puts)
@@ -182,8 +232,9 @@ class _LmdbWriteTxn(_LmdbTxn):
 class _Env:
     """One open LMDB environment, shared by every store on its path in this process."""
 
-    def __init__(self, path: Path, map_size: int, durability: str) -> None:
+    def __init__(self, path: Path, map_size: int, durability: str, tables: tuple[str, ...]) -> None:
         self.path = path
+        self.tables = tables
         self.durability = durability
         self.refs = 0
         self.gate = _Gate()
@@ -198,7 +249,7 @@ class _Env:
                 return lmdb.open(
                     str(self.path),
                     map_size=self._initial_map_size,
-                    max_dbs=len(TABLES) + 4,
+                    max_dbs=len(self.tables) + 4,
                     max_readers=MAX_READERS,
                     sync=sync,
                     metasync=sync,
@@ -242,7 +293,7 @@ class _Env:
         while True:
             try:
                 with self.env.begin(write=True) as txn:
-                    for name in TABLES:
+                    for name in self.tables:
                         dbs[name] = self.env.open_db(name.encode(), txn=txn, create=True)
                 return dbs
             except lmdb.MapResizedError:
@@ -337,14 +388,22 @@ os.register_at_fork(
 
 class LmdbEngine(Engine):
     name = "lmdb"
+    FILES = ("data.mdb",)  # what a backup holds (lock.mdb is per host and rebuilt)
 
-    def __init__(self, path: str | os.PathLike[str], *, durability: str = "full", map_size: int | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        tables: tuple[str, ...],
+        durability: str = "full",
+        map_size: int | None = None,
+    ):
         self.path = Path(path).absolute()
         key = os.path.realpath(self.path)
         with _ENVS_LOCK:
             env = _ENVS.get(key)
             if env is None:
-                env = _Env(self.path, map_size or DEFAULT_MAP_SIZE, durability)
+                env = _Env(self.path, map_size or DEFAULT_MAP_SIZE, durability, tables)
                 _ENVS[key] = env
                 _LIVE.add(env)
             elif env.durability != durability:

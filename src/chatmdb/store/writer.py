@@ -2,12 +2,12 @@
 
 A durable commit costs an fsync (two on LMDB), whatever it holds, so callers
 that arrive while a commit is in flight are queued and committed together,
-then all acknowledged. Each caller gets its own result or its own error: an
-operation that raises a :class:`ChatMDBError` (unknown session, conflict)
-writes nothing and does not disturb the rest of its batch, because operations
-check everything before their first write. Anything else (a bug, an engine
-failure inside an operation) aborts the batch, which is then retried one
-operation per transaction so that only the culprit fails.
+then all acknowledged. Each caller gets its own result or its own error: each
+operation runs in a savepoint of the batch's transaction, so one that raises
+a :class:`ChatMDBError` (unknown session, conflict) leaves nothing of itself,
+wherever it raised, and the rest of its batch commits. Anything else (a bug,
+an engine failure inside an operation) aborts the batch, which is then
+retried one operation per transaction so that only the culprit fails.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ._engine import Engine, WriteTxn
-from .errors import ChatMDBError, StorageError, StoreClosed
+from ..engines.base import Engine, WriteTxn
+from ..errors import ChatMDBError, StorageError, StoreClosed
 
 Op = Callable[[WriteTxn], Any]
 
@@ -158,7 +158,8 @@ class GroupCommitWriter:
             outcomes: list[tuple[bool, Any]] = []
             for op, _ in batch:
                 try:
-                    outcomes.append((True, op(txn)))
+                    with txn.savepoint():
+                        outcomes.append((True, op(txn)))
                 except ChatMDBError as exc:
                     outcomes.append((False, exc))
             return outcomes

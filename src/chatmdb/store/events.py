@@ -1,0 +1,132 @@
+"""Room events and saved connection state: what connection state recovery reads.
+
+Every write that the gateway broadcasts to a session's room (a message, a
+context change, a task change) logs an event ``[name, record key]`` under the
+session number and a store-wide offset, in its own transaction
+(:func:`chatmdb.store.schema.log_event`). A reconnecting client that names
+the last offset it saw gets the events after it. The state of a disconnected
+client (its rooms, its offset, when it expires) is a record too, so it
+survives a restart of the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ..engines.base import ReadTxn, WriteTxn, prefix_end
+from ..errors import ValidationError
+from . import codec, sessions
+from .ops import Op, WriteOutcome, done
+from .rules import MAX_OFFSET, check_dict, check_id, check_int
+from .schema import U64x2, load, put, read_counter, session_prefix
+
+MAX_EVENTS_PAGE: Final = 100_000
+
+# The table of the record each kind of event refers to.
+EVENT_TABLES: Final = {"message": "messages", "context_updated": "contexts", "task_updated": "tasks"}
+
+Event = tuple[int, str, str, dict[str, Any]]  # (offset, session id, event name, record)
+
+
+def last_offset(txn: ReadTxn) -> int:
+    return read_counter(txn, "event")
+
+
+def delete_in_session(txn: WriteTxn, n: int) -> None:
+    prefix = session_prefix(n)
+    for key, _ in list(txn.range("events", prefix, prefix_end(prefix))):
+        txn.delete("events", key)
+
+
+def check_since(session_ids: Any, after: Any, limit: Any) -> list[tuple[str, bytes]]:
+    check_int(after, "after", 0, MAX_OFFSET)
+    check_int(limit, "limit", 1, MAX_EVENTS_PAGE)
+    if not isinstance(session_ids, (list, tuple)):
+        raise ValidationError(f"session_ids must be a list of session ids, not {type(session_ids).__name__}")
+    return [(session_id, check_id(session_id, "session_id")) for session_id in session_ids]
+
+
+def since(txn: ReadTxn, rooms: list[tuple[str, bytes]], after: int, limit: int) -> tuple[list[Event], bool]:
+    """Room events of these sessions with offset > *after*, oldest first, and whether more exist.
+
+    A message event carries the message; a context or task event carries the
+    context or task as it is now, once, at the offset of its newest change
+    (older changes of it are passed over: the newest state supersedes them).
+    """
+    merged: list[tuple[int, str, str, bytes]] = []
+    for session_id, skey in rooms:
+        n = sessions.number(txn, skey)
+        if n is None:
+            continue
+        for key, raw in txn.range("events", U64x2.pack(n, after + 1), U64x2.pack(n + 1, 0)):
+            name, ref = codec.decode(raw)
+            merged.append((U64x2.unpack(key)[1], session_id, name, ref))
+            if len(merged) > limit * 4 + 4 * len(rooms):
+                break
+    merged.sort()
+    newest: dict[bytes, int] = {}
+    for offset, _, name, ref in merged:
+        if name != "message":
+            newest[ref] = offset
+    events: list[Event] = []
+    more = False
+    for offset, session_id, name, ref in merged:
+        if name != "message" and newest[ref] != offset:
+            continue
+        current = txn.get(EVENT_TABLES[name], ref)
+        if current is None:
+            continue  # deleted since
+        if len(events) == limit:
+            more = True
+            break
+        events.append((offset, session_id, name, codec.decode(current)[1]))
+    return events, more
+
+
+# -- connection state -----------------------------------------------------------------
+
+
+def save_connection(pid: Any, state: Any) -> Op[None]:
+    key = check_id(pid, "pid")
+    check_dict(state, "state")
+
+    def op(txn: WriteTxn) -> WriteOutcome[None]:
+        put(txn, "recovery", key, {}, state)
+        return done(None)
+
+    return op
+
+
+def take_connection(pid: Any) -> Op[dict[str, Any] | None]:
+    key = check_id(pid, "pid")
+
+    def op(txn: WriteTxn) -> WriteOutcome[dict[str, Any] | None]:
+        found = load(txn, "recovery", key)
+        if found is None:
+            return done(None)
+        txn.delete("recovery", key)
+        return done(found[1])
+
+    return op
+
+
+def expire_connections(at: Any, orphan_expiry: Any) -> Op[int]:
+    if not isinstance(at, (int, float)) or isinstance(at, bool):
+        raise ValidationError("now must be a number of seconds since the epoch")
+    if orphan_expiry is not None and (not isinstance(orphan_expiry, (int, float)) or isinstance(orphan_expiry, bool)):
+        raise ValidationError("orphan_expiry must be a number of seconds since the epoch, or None")
+
+    def op(txn: WriteTxn) -> WriteOutcome[int]:
+        removed = 0
+        for key, raw in list(txn.range("recovery", b"", None)):
+            internal, state = codec.decode(raw)
+            expires = state.get("expires_at")
+            if expires is None and orphan_expiry is not None:
+                state["expires_at"] = orphan_expiry
+                put(txn, "recovery", key, internal, state)
+            elif expires is not None and expires < at:
+                txn.delete("recovery", key)
+                removed += 1
+        return done(removed)
+
+    return op

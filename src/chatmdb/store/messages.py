@@ -1,0 +1,183 @@
+"""Messages: checks, the create operation, paging and the agent index.
+
+A message is stored under its session number and ``seq`` (1, 2, 3... per
+session, assigned in the write transaction), with a uuid index for
+``get_message`` and an agent index for ``get_agent_messages``. Creating a
+message logs a room event in the same transaction; its offset is the
+message's ``g``, which also orders the agent index.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from typing import Any
+
+from ..engines.base import ReadTxn, WriteTxn, prefix_end
+from ..errors import Conflict, ValidationError
+from . import codec, sessions
+from .ops import Op, WriteOutcome
+from .rules import (
+    MAX_OFFSET,
+    check_bool,
+    check_direction,
+    check_id,
+    check_int,
+    check_limit,
+    check_optional_id,
+    check_seq_cursor,
+    check_timestamp,
+    now,
+)
+from .schema import U64x2, agent_key, agent_prefix, load, log_event, message_key, public, put, session_prefix
+
+Page = list[dict[str, Any]] | dict[str, Any]
+
+
+def create(size_limit: int, data: Any) -> Op[dict[str, Any]]:
+    if not isinstance(data, dict):
+        raise ValidationError(f"message data must be an object (dict), not {type(data).__name__}")
+    codec.check_value(data, "message")
+    session_id = data.get("session_id")
+    skey = check_id(session_id, "session_id")
+    message_uuid = data.get("message_uuid")
+    if message_uuid is None or message_uuid == "":
+        message_uuid = str(uuidlib.uuid4())
+    ukey = check_id(message_uuid, "message_uuid")
+    created_at = data.get("created_at")
+    created_at = now() if created_at is None else check_timestamp(created_at, "created_at")
+    akey = check_optional_id(data.get("agent_id"), "agent_id")
+    fields = dict(data)
+    fields.pop("seq", None)  # the store assigns it
+    fields.update(session_id=session_id, message_uuid=message_uuid, created_at=created_at)
+    codec.encode(fields, size_limit, "message")
+
+    def op(txn: WriteTxn) -> WriteOutcome[dict[str, Any]]:
+        internal, session = sessions.find(txn, skey, session_id)
+        existing = txn.get("msg_uuid", ukey)
+        if existing is not None:
+            stored = public(txn.get("messages", existing) or b"")
+            if stored["session_id"] == session_id:
+                return WriteOutcome(stored, False, None)  # a retry: nothing written
+            raise Conflict(f"message_uuid {message_uuid!r:.80} already exists in another session")
+        n = internal["n"]
+        seq = session["message_count"] + 1
+        message = {**fields, "seq": seq}
+        mkey = message_key(n, seq)
+        g = log_event(txn, n, "message", mkey)
+        put(txn, "messages", mkey, {"g": g}, message)
+        txn.put("msg_uuid", ukey, mkey)
+        if akey is not None:
+            txn.put("agent_msgs", agent_key(akey, g), mkey)
+        session["message_count"] = seq
+        session["last_message_at"] = created_at
+        put(txn, "sessions", skey, internal, session)
+        return WriteOutcome(message, True, g)
+
+    return op
+
+
+def delete_in_session(txn: WriteTxn, n: int) -> None:
+    """Remove session *n*'s messages and their index entries."""
+    prefix = session_prefix(n)
+    for mkey, raw in list(txn.range("messages", prefix, prefix_end(prefix))):
+        internal, message = codec.decode(raw)
+        txn.delete("msg_uuid", message["message_uuid"].encode())
+        agent = message.get("agent_id")
+        if isinstance(agent, str) and agent:
+            txn.delete("agent_msgs", agent_key(agent.encode(), internal["g"]))
+        txn.delete("messages", mkey)
+
+
+# -- reads ------------------------------------------------------------------------
+
+
+def get(txn: ReadTxn, ukey: bytes) -> dict[str, Any] | None:
+    mkey = txn.get("msg_uuid", ukey)
+    if mkey is None:
+        return None
+    raw = txn.get("messages", mkey)
+    return None if raw is None else public(raw)
+
+
+class PageQuery:
+    """The checked arguments of ``get_session_messages``."""
+
+    __slots__ = ("after", "direction", "include_total", "limit", "skey", "skip")
+
+    def __init__(self, session_id: Any, skip: Any, limit: Any, cursor: Any, direction: Any, include_total: Any):
+        self.skey = check_id(session_id, "session_id")
+        self.skip = check_int(skip, "skip", 0, MAX_OFFSET)  # cursor + skip must fit the 64-bit key
+        self.limit = check_limit(limit)
+        self.direction = check_direction(direction)
+        self.after = check_seq_cursor(cursor)
+        self.include_total = check_bool(include_total, "include_total")
+
+
+def page(txn: ReadTxn, q: PageQuery) -> Page:
+    """A page of a session's messages by ``seq`` (see ``Store.get_session_messages``)."""
+    items: list[dict[str, Any]] = []
+    more = False
+    total = 0
+    found = load(txn, "sessions", q.skey)
+    if found is not None:
+        n, total = found[0]["n"], found[1]["message_count"]
+        # seq is dense (1..total), so skip is arithmetic, not a scan.
+        if q.direction == "desc":
+            top = min(total, (q.after - 1) if q.after is not None else total) - q.skip
+            rows = (
+                txn.range("messages", message_key(n, 1), message_key(n, top + 1), reverse=True)
+                if top >= 1
+                else iter(())
+            )
+        else:
+            first = (q.after + 1 if q.after is not None else 1) + q.skip
+            rows = txn.range("messages", message_key(n, max(first, 1)), U64x2.pack(n + 1, 0))
+        for _, raw in rows:
+            if len(items) == q.limit:
+                more = True
+                break
+            items.append(public(raw))
+    if not q.include_total:
+        return items
+    pagination: dict[str, Any] = {"total": total, "limit": q.limit, "direction": q.direction}
+    if more:
+        pagination["next_cursor"] = str(items[-1]["seq"])
+    if q.after is None:
+        pagination["skip"] = q.skip
+    return {"items": items, "pagination": pagination}
+
+
+class AgentQuery:
+    """The checked arguments of ``get_agent_messages``."""
+
+    __slots__ = ("agent_id", "akey", "cursor_key", "desc", "limit")
+
+    def __init__(self, agent_id: Any, limit: Any, cursor: Any, direction: Any):
+        self.akey = check_id(agent_id, "agent_id")
+        self.agent_id: str = agent_id
+        self.limit = check_limit(limit)
+        self.desc = check_direction(direction) == "desc"
+        self.cursor_key = None if cursor is None else check_id(cursor, "cursor")
+
+
+def agent_page(txn: ReadTxn, q: AgentQuery) -> list[dict[str, Any]]:
+    """An agent's messages across sessions in store order, after the message *cursor* names."""
+    prefix = agent_prefix(q.akey)
+    start, end = prefix, prefix_end(prefix)
+    if q.cursor_key is not None:
+        ckey = txn.get("msg_uuid", q.cursor_key)
+        found = None if ckey is None else load(txn, "messages", ckey)
+        if found is None or found[1].get("agent_id") != q.agent_id:
+            raise ValidationError(f"cursor names no message of agent {q.agent_id!r:.60}")
+        if q.desc:
+            end = agent_key(q.akey, found[0]["g"])
+        else:
+            start = agent_key(q.akey, found[0]["g"] + 1)
+    items = []
+    for _, mkey in txn.range("agent_msgs", start, end, reverse=q.desc):
+        raw = txn.get("messages", mkey)
+        if raw is not None:
+            items.append(public(raw))
+        if len(items) >= q.limit:
+            break
+    return items

@@ -1,0 +1,153 @@
+"""Chat sessions: checks, write operations and reads.
+
+A session is ``{"id", "title", "created_at", "updated_at", "session_metadata",
+"message_count", "last_message_at"}``; ``message_count`` is also the seq of
+its newest message (seq is dense), kept in the same transaction as each message.
+"""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..engines.base import ReadTxn, WriteTxn
+from ..errors import Conflict, SessionNotFound, ValidationError
+from . import codec
+from .ops import Op, WriteOutcome, done
+from .rules import check_dict, check_id, check_limit, check_text, now
+from .schema import U64, load, next_number, public, put, session_prefix
+
+DEFAULT_SESSION_ID = "default"
+DEFAULT_SESSION_TITLE = "Default Session"
+
+
+def new_record(session_id: str, title: str | None, metadata: dict[str, Any], at: str) -> dict[str, Any]:
+    return {
+        "id": session_id,
+        "title": title,
+        "created_at": at,
+        "updated_at": at,
+        "session_metadata": metadata,
+        "message_count": 0,
+        "last_message_at": None,
+    }
+
+
+def insert(txn: WriteTxn, key: bytes, session: dict[str, Any]) -> None:
+    """Store a new session under the next session number."""
+    n = next_number(txn, "session")
+    put(txn, "sessions", key, {"n": n}, session)
+    txn.put("session_order", U64.pack(n), key)
+
+
+def find(txn: ReadTxn, key: bytes, session_id: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``(internal, session)`` of a session that must exist."""
+    found = load(txn, "sessions", key)
+    if found is None:
+        raise SessionNotFound(f"no session {session_id!r:.80}")
+    return found
+
+
+def number(txn: ReadTxn, key: bytes) -> int | None:
+    """The session number ``n`` of a session, or None."""
+    found = load(txn, "sessions", key)
+    return None if found is None else int(found[0]["n"])
+
+
+# -- writes --------------------------------------------------------------------
+
+
+def create(size_limit: int, title: Any, session_id: Any, metadata: Any) -> Op[dict[str, Any]]:
+    check_text(title, "title")
+    if session_id is None:
+        session_id = str(uuidlib.uuid4())
+    key = check_id(session_id, "session_id")
+    meta = {} if metadata is None else check_dict(metadata, "metadata")
+    session = new_record(session_id, title, meta, now())
+    codec.encode(session, size_limit, "session")
+
+    def op(txn: WriteTxn) -> WriteOutcome[dict[str, Any]]:
+        if txn.get("sessions", key) is not None:
+            raise Conflict(f"session {session_id!r:.80} already exists")
+        insert(txn, key, session)
+        return done(dict(session))
+
+    return op
+
+
+def update(size_limit: int, session_id: Any, title: Any, metadata: Any) -> Op[dict[str, Any]]:
+    key = check_id(session_id, "session_id")
+    check_text(title, "title")
+    if metadata is not None:
+        check_dict(metadata, "metadata")
+        codec.encode(metadata, size_limit, "metadata")
+
+    def op(txn: WriteTxn) -> WriteOutcome[dict[str, Any]]:
+        internal, session = find(txn, key, session_id)
+        if title is not None:
+            session["title"] = title
+        if metadata is not None:
+            session["session_metadata"] = metadata
+        session["updated_at"] = now()
+        put(txn, "sessions", key, internal, session)
+        return done(session)
+
+    return op
+
+
+def delete(session_id: Any, parts: Sequence[Callable[[WriteTxn, int], None]]) -> Op[bool]:
+    """Delete a session and everything in it: each of *parts* removes one kind
+    of record of session number ``n`` (messages, contexts, tasks, events)."""
+    key = check_id(session_id, "session_id")
+
+    def op(txn: WriteTxn) -> WriteOutcome[bool]:
+        found = load(txn, "sessions", key)
+        if found is None:
+            return done(False)
+        n = found[0]["n"]
+        for delete_part in parts:
+            delete_part(txn, n)
+        txn.delete("session_order", session_prefix(n))
+        txn.delete("sessions", key)
+        return done(True)
+
+    return op
+
+
+def create_default(txn: WriteTxn, at: str) -> None:
+    """The "Default Session" of ``init_database``, once."""
+    key = DEFAULT_SESSION_ID.encode()
+    if txn.get("sessions", key) is None:
+        insert(txn, key, new_record(DEFAULT_SESSION_ID, DEFAULT_SESSION_TITLE, {}, at))
+
+
+# -- reads -----------------------------------------------------------------------
+
+
+def get(txn: ReadTxn, key: bytes) -> dict[str, Any] | None:
+    raw = txn.get("sessions", key)
+    return None if raw is None else public(raw)
+
+
+def check_list(limit: Any, cursor: Any) -> bytes | None:
+    check_limit(limit)
+    return None if cursor is None else check_id(cursor, "cursor")
+
+
+def list_page(txn: ReadTxn, limit: int, cursor_key: bytes | None) -> list[dict[str, Any]]:
+    """Sessions newest first, after the session *cursor_key* names."""
+    end = None
+    if cursor_key is not None:
+        found = load(txn, "sessions", cursor_key)
+        if found is None:
+            raise ValidationError(f"cursor names no session: {cursor_key.decode()!r:.60}")
+        end = U64.pack(found[0]["n"])
+    items = []
+    for _, sid in txn.range("session_order", b"", end, reverse=True):
+        raw = txn.get("sessions", sid)
+        if raw is not None:
+            items.append(public(raw))
+        if len(items) >= limit:
+            break
+    return items

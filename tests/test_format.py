@@ -1,0 +1,79 @@
+"""On-disk format versions: stamped at creation, older ones migrated, newer ones refused unwritten.
+
+``tests/fixtures/format1-*`` are databases written by format 1 (before the
+version was recorded): a session "format-1" with three messages by agent
+chloe, the default agent cards, a custom card, a context and a task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+import chatmdb
+from chatmdb import FormatError, StorageError, open_store
+from chatmdb.store.schema import FORMAT_KEY, U64
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _digest(path: Path) -> dict[str, str]:
+    # lock.mdb and resize.lock are LMDB's locks, not data.
+    data = [p for p in sorted(path.iterdir()) if p.is_file() and p.name not in ("lock.mdb", "resize.lock")]
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in data}
+
+
+def test_a_new_database_records_the_current_format(tmp_path: Path, backend: str) -> None:
+    assert chatmdb.FORMAT_VERSION == 2
+    with open_store(tmp_path / "db", backend=backend) as store:
+        assert store.stats()["format_version"] == chatmdb.FORMAT_VERSION
+    with open_store(tmp_path / "db", backend=backend) as store:  # and reopens as it is
+        assert store.format_version_found == chatmdb.FORMAT_VERSION
+
+
+def test_a_format_1_database_is_migrated_on_open(tmp_path: Path, backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "db"
+    shutil.copytree(FIXTURES / f"format1-{backend}", path)
+    with caplog.at_level(logging.WARNING, logger="chatmdb.store"), open_store(path, backend=backend) as store:
+        assert store.format_version_found == 1
+        assert store.stats()["format_version"] == 2
+        assert store.verify()["ok"]
+        chloe = store.get_agent_card("chloe")
+        assert chloe is not None
+        assert chloe["id"] == "chloe" and chloe["capabilities"] == ["git", "search", "explain"]
+        assert chloe["color"] == "rgb(34, 197, 94)" and chloe["is_active"] is True
+        custom = store.get_agent_card("custom")
+        assert custom is not None
+        assert (custom["id"], custom["name"], custom["color"]) == ("custom", "Custom", "red")
+        page = store.get_session_messages("format-1", direction="asc")
+        assert [m["content"] for m in page] == ["hello 0", "hello 1", "hello 2"]  # type: ignore[index]
+        assert [m["seq"] for m in store.get_agent_messages("chloe", direction="asc")] == [1, 2, 3]
+        assert store.get_shared_context("ctx-1") is not None and store.get_task("task-1") is not None
+        # Numbering goes on where format 1 left it.
+        assert store.create_message({"session_id": "format-1"})["seq"] == 4
+    assert any("from on-disk format 1 to 2" in r.getMessage() for r in caplog.records)
+    with open_store(path, backend=backend) as store:  # migrated once
+        assert store.format_version_found == 2
+
+
+def test_a_newer_format_is_refused_and_nothing_is_written(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "db"
+    with open_store(path, backend=backend) as store:
+        store.create_session(session_id="s")
+        store.engine.write(lambda txn: txn.put("meta", FORMAT_KEY, U64.pack(chatmdb.FORMAT_VERSION + 1)))
+    before = _digest(path)
+    with pytest.raises(FormatError) as caught:
+        open_store(path, backend=backend)
+    error = caught.value
+    assert isinstance(error, StorageError)
+    assert (error.found, error.supported) == (chatmdb.FORMAT_VERSION + 1, chatmdb.FORMAT_VERSION)
+    assert f"format {chatmdb.FORMAT_VERSION + 1}" in str(error) and f"format {chatmdb.FORMAT_VERSION}" in str(error)
+    assert _digest(path) == before
+    # The refused open released the files: refusing again works the same way.
+    with pytest.raises(FormatError):
+        open_store(path, backend=backend)
+    assert _digest(path) == before
