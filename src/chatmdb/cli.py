@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import click
 from . import __version__
 from .errors import ChatMDBError
 from .store import Store, open_store
+from .store.backup import restore as restore_backup
 
 DEFAULT_DB = "./chatmdb-data"
 
@@ -167,30 +167,17 @@ def backup(db_path: str, backend: str, dest: str) -> None:
 def restore(db_path: str, backend: str, source: str, force: bool) -> None:
     """Restore a backup made by `chatmdb backup` into --db (the server must be stopped).
 
-    The backup is verified before it is copied, and the copy after.
+    SOURCE must hold a complete chatmdb database of --backend; it is copied
+    aside and verified before it replaces anything, and the replaced database
+    is kept as DB.before-restore-<time> until the restored one verifies.
 
     Example: chatmdb restore --db ./chatmdb-data ./backups/2026-11-26
     """
-    src, dest = Path(source), Path(db_path)
-    if not src.is_dir():
-        raise click.ClickException(f"{src} is not a backup directory")
-    with _open(str(src), backend) as store:
-        report = store.verify()
-    if not report["ok"]:
-        raise click.ClickException(f"the backup at {src} does not verify: {report['errors'][:3]}")
-    if dest.exists() and any(dest.iterdir()):
-        if not force:
-            raise click.ClickException(f"{dest} holds a database; pass --force to replace it")
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in src.iterdir():
-        if item.is_file() and item.name not in ("lock.mdb", "resize.lock"):
-            shutil.copy2(item, dest / item.name)
-    with _open(db_path, backend) as store:
-        report = store.verify()
+    try:
+        report = restore_backup(source, db_path, backend=backend, force=force)
+    except ChatMDBError as exc:
+        raise click.ClickException(str(exc)) from exc
     _print(report)
-    if not report["ok"]:
-        sys.exit(1)
 
 
 @main.command()

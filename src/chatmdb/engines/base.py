@@ -85,9 +85,30 @@ class Engine(abc.ABC):
     def check(self) -> list[str]:
         """Engine-level integrity problems (empty when none)."""
 
+    @classmethod
+    @abc.abstractmethod
+    def tables_in(cls, path: Path) -> set[str]:
+        """The tables of the database in directory *path*, read without creating
+        or changing anything (for checking a backup before restoring it).
+
+        :raises StorageError: *path* holds no database of this engine.
+        """
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release the files; the engine cannot be used afterwards."""
+
+
+# Databases hold chat content and are for their owner alone: new database
+# directories are created 0700 and files 0600, whatever the umask.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def make_private_dir(path: Path) -> None:
+    """Create *path* (and its parents) if missing; a new last component is 0700."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
 
 
 def prefix_end(prefix: bytes) -> bytes | None:

@@ -30,7 +30,7 @@ from typing import Any
 import lmdb
 
 from ..errors import ChatMDBError, CorruptionError, StorageError, StoreClosed
-from .base import Engine, T, WriteTxn
+from .base import FILE_MODE, Engine, T, WriteTxn, make_private_dir
 
 DEFAULT_MAP_SIZE = 1 << 30  # 1 GiB; sparse, so it costs nothing until used
 MAX_GROWTH_STEP = 8 << 30  # past 8 GiB, grow linearly instead of doubling
@@ -257,6 +257,7 @@ class _Env:
                     map_async=False,
                     meminit=False,
                     lock=True,
+                    mode=FILE_MODE,
                 )
             except lmdb.MapResizedError:
                 # Another process grew the map between liblmdb reading the
@@ -268,7 +269,7 @@ class _Env:
     def _open(self) -> None:
         sync = self.durability == "full"
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.path)
             self.env = self._open_env(sync)
         except lmdb.InvalidError as exc:
             raise CorruptionError(
@@ -337,7 +338,7 @@ class _Env:
 
     def grow(self) -> None:
         """Double the map (bounded steps), committed at once so others adopt it."""
-        with open(self._resize_lock_path, "a+b") as lock_file:
+        with os.fdopen(os.open(self._resize_lock_path, os.O_CREAT | os.O_RDWR, FILE_MODE), "r+b") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             self.gate.acquire_exclusive()
             try:
@@ -509,15 +510,36 @@ class LmdbEngine(Engine):
 
     def backup(self, dest: Path) -> None:
         env = self._live_env()
-        dest.mkdir(parents=True, exist_ok=True)
+        make_private_dir(dest)
         env.gate.enter()
         try:
             # A consistent copy from one read transaction; writers keep going.
             env.env.copy(str(dest), compact=True)
+            (dest / "data.mdb").chmod(FILE_MODE)
         except lmdb.Error as exc:
             raise _translate(exc) from exc
         finally:
             env.gate.leave()
+
+    @classmethod
+    def tables_in(cls, path: Path) -> set[str]:
+        if not (path / "data.mdb").is_file():
+            raise StorageError(f"{path} holds no LMDB database (no data.mdb)")
+        try:
+            # Read-only and without the lock file: nothing is created or changed.
+            env = lmdb.open(str(path), readonly=True, lock=False, max_dbs=0)
+        except lmdb.Error as exc:
+            raise CorruptionError(f"{path} is not a valid LMDB database: {exc}") from exc
+        try:
+            data = path / "data.mdb"
+            if data.stat().st_size < (env.info()["last_pgno"] + 1) * env.stat()["psize"]:
+                raise CorruptionError(f"{data} was truncated")
+            with env.begin() as txn:
+                return {bytes(key).decode("utf-8", "replace") for key, _ in txn.cursor()}
+        except lmdb.Error as exc:
+            raise CorruptionError(f"cannot read the tables of {path}: {exc}") from exc
+        finally:
+            env.close()
 
     def check(self) -> list[str]:
         env = self._live_env()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ChatMDBError, CorruptionError, StorageError, StoreClosed
-from .base import Engine, T, WriteTxn
+from .base import FILE_MODE, Engine, T, WriteTxn, make_private_dir
 
 FILENAME = "chatmdb.sqlite3"
 BUSY_TIMEOUT_MS = 60_000
@@ -92,7 +92,8 @@ class SqliteEngine(Engine):
         self._closed = False
         self._pid = os.getpid()
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.path)
+            _create_private(self.file)
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             for table in tables:
@@ -167,7 +168,8 @@ class SqliteEngine(Engine):
         return {"file_size": size, "bytes_used": (pages - free) * page_size, "map_size": None}
 
     def backup(self, dest: Path) -> None:
-        dest.mkdir(parents=True, exist_ok=True)
+        make_private_dir(dest)
+        _create_private(dest / FILENAME)
         target = sqlite3.connect(dest / FILENAME)
         try:
             self._conn().backup(target)
@@ -176,6 +178,23 @@ class SqliteEngine(Engine):
             raise _translate(exc, str(self.file)) from exc
         finally:
             target.close()
+
+    @classmethod
+    def tables_in(cls, path: Path) -> set[str]:
+        file = path / FILENAME
+        if not file.is_file():
+            raise StorageError(f"{path} holds no SQLite database (no {FILENAME})")
+        try:
+            conn = sqlite3.connect(f"{file.absolute().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise _translate(exc, str(file)) from exc
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, str(file)) from exc
+        finally:
+            conn.close()
+        return {name[2:] for (name,) in rows if name.startswith("t_")}
 
     def check(self) -> list[str]:
         rows = self._conn().execute("PRAGMA integrity_check").fetchall()
@@ -190,6 +209,13 @@ class SqliteEngine(Engine):
         for conn in conns:
             with suppress(sqlite3.Error):
                 conn.close()
+
+
+def _create_private(file: Path) -> None:
+    # SQLite creates its files 0644 (less the umask) and gives the -wal and
+    # -shm files the mode of the database file, so make that one 0600 first.
+    if not file.exists():
+        os.close(os.open(file, os.O_CREAT | os.O_WRONLY, FILE_MODE))
 
 
 def _translate(exc: sqlite3.Error, where: str) -> StorageError:

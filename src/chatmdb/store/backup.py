@@ -1,21 +1,59 @@
-"""Hot backup of an open store, and restore of a backup into a directory.
+"""Hot backup of an open store, and restore of a backup in place of a database.
 
 A backup is a consistent copy made from one read transaction while writers
-go on; restore checks that the copy verifies before and after it replaces
-a database. Which files make up a database is the engine's to say
-(``Engine.FILES``).
+go on. Restore is the dangerous direction, so it checks before it touches
+anything:
+
+* the source must hold a complete chatmdb database of the named backend: the
+  engine's files (``Engine.FILES``), as regular files (a symlink is refused,
+  never followed), with every table of :data:`~chatmdb.store.schema.TABLES`,
+  and a format this version reads;
+* those files are copied to a staging directory beside the target (never
+  anything else of the source), opened there and verified;
+* no store may have the target open: every open store holds a shared lock on
+  ``chatmdb.lock`` in its directory, and restore takes it exclusively;
+* the replaced database is kept as ``PATH.before-restore-<time>`` until the
+  restored one has been moved in and verifies; if it does not, it is put back.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import stat
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from ..engines.base import Engine
+from ..engines.base import FILE_MODE, Engine, make_private_dir
 from ..errors import StorageError, ValidationError
 from .rules import show
+from .schema import TABLES
+
+USE_LOCK: Final = "chatmdb.lock"
+
+
+class UseLock:
+    """A lock on ``chatmdb.lock`` in a database directory: shared by every open
+    store, exclusive for a restore, so neither can happen under the other."""
+
+    def __init__(self, directory: Path, *, exclusive: bool) -> None:
+        self._fd = os.open(directory / USE_LOCK, os.O_CREAT | os.O_RDWR, FILE_MODE)
+        try:
+            fcntl.flock(self._fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            if exclusive:
+                raise StorageError(
+                    f"{directory} is in use by a running store or server", hint="stop it, then restore"
+                ) from None
+            raise StorageError(f"{directory} is being restored", hint="open it when the restore has finished") from None
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the last descriptor releases the flock
+            self._fd = -1
 
 
 def check_dest(dest_dir: Any) -> Path:
@@ -42,17 +80,104 @@ def backup(engine: Engine, dest: Path) -> dict[str, Any]:
     return {"path": str(dest.absolute()), "backend": engine.name, "bytes": size}
 
 
-def copy_database(files: tuple[str, ...], source: Path, dest: Path, *, force: bool) -> None:
-    """Put the database *files* of *source* in place of the database at *dest*.
+def _engine_class(backend: str) -> type[Engine]:
+    if backend == "lmdb":
+        from ..engines.lmdb_engine import LmdbEngine
 
-    :raises ValidationError: *dest* holds something and *force* is not set.
-    """
-    if dest.exists() and any(dest.iterdir()):
-        if not force:
-            raise ValidationError(f"{dest} holds a database; pass force to replace it")
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in files:
+        return LmdbEngine
+    if backend == "sqlite":
+        from ..engines.sqlite_engine import SqliteEngine
+
+        return SqliteEngine
+    raise ValidationError(f"backend must be 'lmdb' or 'sqlite', not {show(backend)}")
+
+
+def _stage(engine: type[Engine], source: Path, staging: Path) -> None:
+    """Copy the database files of *source* into *staging*, refusing anything that is not one."""
+    try:
+        if not stat.S_ISDIR(source.lstat().st_mode):
+            raise ValidationError(f"{source} is not a backup directory (a symlink is not followed)")
+    except FileNotFoundError:
+        raise ValidationError(f"{source} does not exist") from None
+    for name in engine.FILES:
         item = source / name
-        if item.is_file():
-            shutil.copy2(item, dest / name)
+        try:
+            mode = item.lstat().st_mode
+        except FileNotFoundError:
+            raise ValidationError(
+                f"{source} holds no {engine.name} database: {name} is missing", hint="check the path and --backend"
+            ) from None
+        if not stat.S_ISREG(mode):
+            raise ValidationError(f"{item} is not a regular file (a symlink is not followed)")
+        shutil.copyfile(item, staging / name, follow_symlinks=False)
+        (staging / name).chmod(FILE_MODE)
+    missing = set(TABLES) - engine.tables_in(staging)
+    if missing:
+        raise ValidationError(f"{source} is not a chatmdb database: it lacks the tables {', '.join(sorted(missing))}")
+
+
+def _verify(directory: Path, backend: str) -> dict[str, Any]:
+    from .core import open_store  # the facade opens; this module only moves files
+
+    with open_store(directory, backend=backend) as store:
+        return store.verify()
+
+
+def restore(source: str | os.PathLike[str], dest: str | os.PathLike[str], *, backend: str, force: bool) -> dict[str, Any]:
+    """Replace the database at *dest* by the backup at *source*; return the restored one's ``verify()`` report.
+
+    :raises ValidationError: *source* is not a complete database of *backend*,
+        *dest* holds a database and *force* is not set, or a path is a symlink.
+    :raises StorageError: *dest* is in use, or the files cannot be moved.
+    :raises CorruptionError: the backup does not verify (nothing was replaced).
+    """
+    engine = _engine_class(backend)
+    src, target = Path(source), Path(dest)
+    if target.is_symlink():
+        raise ValidationError(f"{target} is a symlink; name the directory it points to")
+    if target.exists() and not target.is_dir():
+        raise ValidationError(f"{target} is not a directory")
+    occupied = target.is_dir() and any(p.name != USE_LOCK for p in target.iterdir())
+    if occupied and not force:
+        raise ValidationError(f"{target} holds a database; pass --force to replace it")
+    make_private_dir(target.parent)
+    staging = target.parent / f".{target.name}.restoring-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    make_private_dir(staging)
+    lock: UseLock | None = None
+    kept: Path | None = None
+    try:
+        _stage(engine, src, staging)
+        report = _verify(staging, backend)
+        if not report["ok"]:
+            raise StorageError(f"the backup at {src} does not verify: {report['errors'][:3]}")
+        (staging / USE_LOCK).unlink(missing_ok=True)
+        if target.is_dir():
+            # Refused while any store has the target open; and no store can
+            # open it (or its replacement) until this lock is released.
+            lock = UseLock(target, exclusive=True)
+            if occupied:
+                kept = target.with_name(f"{target.name}.before-restore-{time.strftime('%Y%m%dT%H%M%S')}")
+                target.rename(kept)
+            else:
+                shutil.rmtree(target)  # empty but for its lock file
+        staging.rename(target)
+        report = _verify(target, backend)
+        if not report["ok"]:
+            raise StorageError(f"the restored database at {target} does not verify: {report['errors'][:3]}")
+    except BaseException:
+        if kept is not None:
+            # Put the replaced database back where it was.
+            if target.exists():
+                shutil.rmtree(target)
+            kept.rename(target)
+            kept = None
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+        shutil.rmtree(staging, ignore_errors=True)
+    if kept is not None:
+        shutil.rmtree(kept)
+    return report
+

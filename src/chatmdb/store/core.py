@@ -13,10 +13,11 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any, Final, Literal
 
-from ..engines.base import Engine, ReadTxn, WriteTxn
-from ..errors import StoreClosed, ValidationError
+from ..engines.base import Engine, ReadTxn, WriteTxn, make_private_dir
+from ..errors import StorageError, StoreClosed, ValidationError
 from . import agents, backup, contexts, events, messages, migrations, rules, sessions, tasks
 from .events import Event
 from .messages import Page
@@ -68,6 +69,7 @@ class Store:
         if self.settings["group_commit"]:
             self._writer = self._new_writer()
         self._closed = False
+        self._in_use: backup.UseLock | None = None
         from .aio import AsyncStore
 
         self.aio = AsyncStore(self)
@@ -98,6 +100,8 @@ class Store:
         if self._writer is not None and self._pid == os.getpid():
             self._writer.close()
         self.engine.close()
+        if self._in_use is not None:
+            self._in_use.release()
 
     @property
     def closed(self) -> bool:
@@ -205,7 +209,7 @@ class Store:
         session_id: str,
         skip: int = 0,
         limit: int = 100,
-        cursor: str | None = None,
+        cursor: str | int | None = None,
         direction: str = "desc",
         include_total: bool = False,
     ) -> Page:
@@ -483,24 +487,38 @@ def open_store(
         str(path).encode("utf-8")  # py-lmdb takes the path as UTF-8
     except UnicodeError as exc:
         raise ValidationError("path is not valid Unicode text") from exc
+    if backend not in ("lmdb", "sqlite"):
+        raise ValidationError(f"backend must be 'lmdb' or 'sqlite', not {show(backend)}")
     map_size = options.pop("map_size", None)
+    if map_size is not None:
+        check_int(map_size, "map_size", 1 << 16)
+    directory = Path(path)
+    try:
+        make_private_dir(directory)
+    except OSError as exc:
+        raise StorageError(f"cannot create the database directory {directory}: {exc}") from exc
+    in_use = backup.UseLock(directory, exclusive=False)  # a restore waits for it to be released
+    try:
+        engine = _open_engine(directory, backend, durability, map_size or options.get("lmdb_map_size"))
+        try:
+            store = Store(engine, durability=durability, **options)
+        except BaseException:
+            engine.close()
+            raise
+    except BaseException:
+        in_use.release()
+        raise
+    store._in_use = in_use
+    return store
+
+
+def _open_engine(path: Path, backend: str, durability: str, map_size: int | None) -> Engine:
     tables = tuple(TABLES)
-    engine: Engine
     if backend == "lmdb":
         from ..engines.lmdb_engine import LmdbEngine
 
-        if map_size is not None:
-            check_int(map_size, "map_size", 1 << 16)
-        engine = LmdbEngine(path, tables=tables, durability=durability, map_size=map_size or options.get("lmdb_map_size"))
-    elif backend == "sqlite":
-        from ..engines.sqlite_engine import SqliteEngine
+        return LmdbEngine(path, tables=tables, durability=durability, map_size=map_size)
+    from ..engines.sqlite_engine import SqliteEngine
 
-        engine = SqliteEngine(path, tables=tables, durability=durability)
-    else:
-        raise ValidationError(f"backend must be 'lmdb' or 'sqlite', not {show(backend)}")
-    try:
-        return Store(engine, durability=durability, **options)
-    except BaseException:
-        engine.close()
-        raise
+    return SqliteEngine(path, tables=tables, durability=durability)
 
