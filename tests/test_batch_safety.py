@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from _util import snapshot
-from chatmdb import Conflict, Store
+from chatmdb import Conflict, StorageError, Store, ValidationError
 from chatmdb.engines.base import WriteTxn
 from chatmdb.store import WriteOutcome, messages
 from chatmdb.store.writer import GroupCommitWriter
@@ -94,3 +94,37 @@ def test_failed_operation_alone_in_its_batch_writes_nothing(store: Store) -> Non
     (f_bad,) = _in_one_batch(store, [bad])
     assert isinstance(f_bad.exception(), Conflict)
     assert snapshot(store) == before
+
+
+def test_an_engine_error_at_commit_fails_only_its_culprit(store: Store, backend: str) -> None:
+    if backend != "lmdb":
+        pytest.skip("SQLite takes keys of any length; LMDB refuses keys over 511 bytes when the batch is applied")
+    store.create_session(session_id="s")
+    honest = [messages.create(store.max_message_size, {"session_id": "s", "message_uuid": f"ok{i}"}) for i in (1, 2)]
+
+    def oversized_key(txn: WriteTxn) -> WriteOutcome[None]:
+        txn.put("meta", b"k" * 600, b"v")  # MDB_BAD_VALSIZE, raised only when the overlay is flushed
+        return WriteOutcome(None, True, None)
+
+    f1, f_bad, f2 = _in_one_batch(store, [honest[0], oversized_key, honest[1]])
+    assert isinstance(f_bad.exception(), StorageError)
+    assert [f1.result().record["seq"], f2.result().record["seq"]] == [1, 2]
+    assert store.verify()["ok"]
+
+
+def test_ids_are_limited_in_bytes_on_every_backend(store: Store) -> None:
+    store.create_session(session_id="s")
+    before = snapshot(store)
+    wide = "\U0001f600" * 200  # 200 characters, 800 bytes
+    for call in (
+        lambda: store.create_session(session_id=wide),
+        lambda: store.create_message({"session_id": "s", "message_uuid": wide}),
+        lambda: store.create_message({"session_id": "s", "agent_id": wide}),
+        lambda: store.upsert_agent_card({"id": wide, "name": "x"}),
+        lambda: store.create_shared_context("s", {}, context_id=wide),
+        lambda: store.create_task({"context_id": "s", "id": wide}),
+    ):
+        with pytest.raises(ValidationError, match="bytes"):
+            call()
+    assert snapshot(store) == before
+    assert store.create_session(session_id="\U0001f600" * 64)["id"] == "\U0001f600" * 64  # 256 bytes: the limit

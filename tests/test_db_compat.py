@@ -52,7 +52,7 @@ def app_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     try:
         yield backend
     finally:
-        db.close()
+        db.reset()
 
 
 def _is_iso8601(value: Any) -> bool:
@@ -82,7 +82,7 @@ def _seqs(messages: Any) -> list[int]:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_lazy_open_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
     path = tmp_path / "from-env"
-    db.close()
+    db.reset()  # forget any configure() of an earlier test
     monkeypatch.setenv("CHATMDB_PATH", str(path))
     monkeypatch.setenv("CHATMDB_BACKEND", backend)
     try:
@@ -101,7 +101,20 @@ def test_lazy_open_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         # Reopened lazily, at the same place, with the data still there.
         assert [s["title"] for s in db.list_sessions()] == ["Default Session"]
     finally:
+        db.reset()
+
+
+def test_close_then_reopen_where_configure_put_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHATMDB_PATH", str(tmp_path / "env-path"))
+    db.configure(str(tmp_path / "configured"), backend="sqlite")
+    try:
+        db.create_session("kept", "s1")
         db.close()
+        assert db.get_session("s1") is not None  # not a new empty database at $CHATMDB_PATH
+        assert db.get_store().backend == "sqlite"
+        assert not (tmp_path / "env-path").exists()
+    finally:
+        db.reset()
 
 
 # -- fact 1: init_database ------------------------------------------------------------------

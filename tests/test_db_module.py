@@ -13,11 +13,11 @@ from chatmdb import SessionNotFound, db
 
 @pytest.fixture
 def env_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> Iterator[Path]:
-    db.close()
+    db.reset()  # forget the configure() of other tests: open from the environment
     monkeypatch.setenv("CHATMDB_PATH", str(tmp_path / "appdb"))
     monkeypatch.setenv("CHATMDB_BACKEND", backend)
     yield tmp_path / "appdb"
-    db.close()
+    db.reset()
 
 
 def test_original_signatures() -> None:

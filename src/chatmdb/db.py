@@ -10,7 +10,8 @@ Swap ``import db`` for ``from chatmdb import db`` and nothing else changes::
 The functions share one store, opened on first use from ``CHATMDB_PATH``
 (default ``./chatmdb-data``), ``CHATMDB_BACKEND`` (``lmdb`` or ``sqlite``) and
 ``CHATMDB_DURABILITY`` (``full`` or ``process``). :func:`configure` opens it
-somewhere else; :func:`close` closes it. A forked child reopens it itself.
+somewhere else; :func:`close` closes it, and the next call opens it again
+where :func:`configure` last put it. A forked child reopens it itself.
 """
 
 from __future__ import annotations
@@ -25,13 +26,19 @@ from .store import Store, open_store
 DEFAULT_PATH = "./chatmdb-data"
 
 _store: Store | None = None
+_settings: dict[str, Any] = {}  # what configure() was last given
 _lock = threading.Lock()
 
 
 def configure(path: str | None = None, backend: str | None = None, durability: str | None = None, **options: Any) -> Store:
-    """Open the shared store with these settings (closing any open one) and return it."""
-    global _store
+    """Open the shared store with these settings (closing any open one) and return it.
+
+    Unset arguments come from the environment (``CHATMDB_PATH``,
+    ``CHATMDB_BACKEND``, ``CHATMDB_DURABILITY``) or the defaults.
+    """
+    global _store, _settings
     with _lock:
+        _settings = {"path": path, "backend": backend, "durability": durability, **options}
         if _store is not None:
             _store.close()
             _store = None
@@ -45,14 +52,15 @@ def configure(path: str | None = None, backend: str | None = None, durability: s
 
 
 def get_store() -> Store:
-    """The shared store, opened from the environment on first use."""
+    """The shared store, opened on first use (where :func:`configure` last put it, or from the environment)."""
     store = _store
     if store is not None and not store.closed:
         return store
     with _lock:
         if _store is not None and not _store.closed:
             return _store
-    return configure()
+        settings = dict(_settings)
+    return configure(**settings)
 
 
 def close() -> None:
@@ -62,6 +70,15 @@ def close() -> None:
         if _store is not None:
             _store.close()
             _store = None
+
+
+def reset() -> None:
+    """Close the shared store and forget :func:`configure`'s settings: the next
+    call opens the store from the environment again."""
+    global _settings
+    close()
+    with _lock:
+        _settings = {}
 
 
 atexit.register(close)

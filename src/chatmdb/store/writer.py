@@ -6,8 +6,9 @@ then all acknowledged. Each caller gets its own result or its own error: each
 operation runs in a savepoint of the batch's transaction, so one that raises
 a :class:`ChatMDBError` (unknown session, conflict) leaves nothing of itself,
 wherever it raised, and the rest of its batch commits. Anything else (a bug,
-an engine failure inside an operation) aborts the batch, which is then
-retried one operation per transaction so that only the culprit fails.
+or an engine failure, which LMDB may only report when the batch's writes are
+applied at commit) aborts the batch, which is then retried one operation per
+transaction so that only the culprit fails.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..engines.base import Engine, WriteTxn
-from ..errors import ChatMDBError, StorageError, StoreClosed
+from ..errors import ChatMDBError, StoreClosed
 
 Op = Callable[[WriteTxn], Any]
 
@@ -166,12 +167,15 @@ class GroupCommitWriter:
 
         try:
             outcomes = self._engine.write(run_all)
-        except StorageError as exc:
-            for _, future in batch:
-                future.set_exception(exc)
-            return
-        except BaseException:
-            outcomes = [self._run_one(op) for op, _ in batch]
+        except BaseException as exc:
+            if len(batch) == 1:
+                outcomes = [(False, exc)]
+            else:
+                # Nothing of the batch was committed. An engine error can come
+                # from any one operation's writes (LMDB applies them at commit
+                # time), so each is tried alone: only the culprit fails, and a
+                # real engine failure (a full disk) still fails each in turn.
+                outcomes = [self._run_one(op) for op, _ in batch]
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             if ok:
                 future.set_result(value)
