@@ -15,7 +15,7 @@ from ..errors import Conflict, NotFound
 from . import codec, sessions
 from .ops import Op, WriteOutcome, done
 from .rules import check_dict, check_id, check_int, now
-from .schema import U64x2, load, log_event, next_number, public, put, session_prefix
+from .schema import U64x2, follow, load, log_event, next_number, public, put, session_prefix
 
 
 def create(size_limit: int, session_id: Any, data: Any, context_id: Any) -> Op[dict[str, Any]]:
@@ -98,9 +98,4 @@ def list_in_session(txn: ReadTxn, skey: bytes) -> list[dict[str, Any]]:
     if n is None:
         return []
     prefix = session_prefix(n)
-    items = []
-    for _, cid in txn.range("session_contexts", prefix, prefix_end(prefix)):
-        raw = txn.get("contexts", cid)
-        if raw is not None:
-            items.append(public(raw))
-    return items
+    return follow(txn, "contexts", txn.range("session_contexts", prefix, prefix_end(prefix)))

@@ -28,7 +28,7 @@ from .rules import (
     check_timestamp,
     now,
 )
-from .schema import U64x2, agent_key, agent_prefix, load, log_event, message_key, public, put, session_prefix
+from .schema import U64x2, agent_key, agent_prefix, follow, load, log_event, message_key, public, put, session_prefix
 
 Page = list[dict[str, Any]] | dict[str, Any]
 
@@ -173,11 +173,4 @@ def agent_page(txn: ReadTxn, q: AgentQuery) -> list[dict[str, Any]]:
             end = agent_key(q.akey, found[0]["g"])
         else:
             start = agent_key(q.akey, found[0]["g"] + 1)
-    items = []
-    for _, mkey in txn.range("agent_msgs", start, end, reverse=q.desc):
-        raw = txn.get("messages", mkey)
-        if raw is not None:
-            items.append(public(raw))
-        if len(items) >= q.limit:
-            break
-    return items
+    return follow(txn, "messages", txn.range("agent_msgs", start, end, reverse=q.desc), q.limit)

@@ -39,6 +39,7 @@ callers get back.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from typing import Any, Final
 
 from ..engines.base import ReadTxn, WriteTxn, prefix_end
@@ -56,6 +57,7 @@ __all__ = [
     "U64x2",
     "agent_key",
     "agent_prefix",
+    "follow",
     "load",
     "log_event",
     "message_key",
@@ -168,6 +170,19 @@ def public(raw: bytes) -> dict[str, Any]:
     """The public half of an encoded record."""
     record: dict[str, Any] = codec.decode(raw)[1]
     return record
+
+
+def follow(txn: ReadTxn, table: str, rows: Iterable[tuple[bytes, bytes]], limit: int | None = None) -> list[dict[str, Any]]:
+    """The public records of *table* that index *rows* (key, record key) point at, in
+    their order, at most *limit*; an entry whose record is gone is passed over."""
+    items: list[dict[str, Any]] = []
+    for _, ref in rows:
+        raw = txn.get(table, ref)
+        if raw is not None:
+            items.append(public(raw))
+            if limit is not None and len(items) >= limit:
+                break
+    return items
 
 
 def put(txn: WriteTxn, table: str, key: bytes, internal: dict[str, Any], record: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ from ..errors import Conflict, SessionNotFound, ValidationError
 from . import codec
 from .ops import Op, WriteOutcome, done
 from .rules import check_dict, check_id, check_limit, check_text, now
-from .schema import U64, load, next_number, public, put, session_prefix
+from .schema import U64, follow, load, next_number, public, put, session_prefix
 
 DEFAULT_SESSION_ID = "default"
 DEFAULT_SESSION_TITLE = "Default Session"
@@ -143,11 +143,4 @@ def list_page(txn: ReadTxn, limit: int, cursor_key: bytes | None) -> list[dict[s
         if found is None:
             raise ValidationError(f"cursor names no session: {cursor_key.decode()!r:.60}")
         end = U64.pack(found[0]["n"])
-    items = []
-    for _, sid in txn.range("session_order", b"", end, reverse=True):
-        raw = txn.get("sessions", sid)
-        if raw is not None:
-            items.append(public(raw))
-        if len(items) >= limit:
-            break
-    return items
+    return follow(txn, "sessions", txn.range("session_order", b"", end, reverse=True), limit)

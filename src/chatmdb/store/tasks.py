@@ -19,6 +19,7 @@ from .rules import MAX_TASK_PAGE, check_dict, check_id, check_limit, check_state
 from .schema import (
     TERMINAL_STATES,
     U64,
+    follow,
     load,
     log_event,
     next_number,
@@ -157,11 +158,4 @@ def list_page(txn: ReadTxn, q: ListQuery) -> list[dict[str, Any]]:
         if found is None:
             raise ValidationError(f"cursor names no task: {show(q.cursor_key.decode())}")
         end = prefix + U64.pack(found[0]["t"])
-    items = []
-    for _, tid in txn.range("task_index", prefix, end, reverse=True):
-        raw = txn.get("tasks", tid)
-        if raw is not None:
-            items.append(public(raw))
-        if len(items) >= q.limit:
-            break
-    return items
+    return follow(txn, "tasks", txn.range("task_index", prefix, end, reverse=True), q.limit)
