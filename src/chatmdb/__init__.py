@@ -17,7 +17,16 @@ from .errors import (
     TooLarge,
     ValidationError,
 )
-from .store import DEFAULT_SETTINGS, FORMAT_VERSION, TASK_STATES, TERMINAL_STATES, AsyncStore, Store, WriteOutcome, open_store
+from .store import (
+    DEFAULT_SETTINGS,
+    FORMAT_VERSION,
+    TASK_STATES,
+    TERMINAL_STATES,
+    AsyncStore,
+    Store,
+    WriteOutcome,
+    open_store,
+)
 
 __version__ = "0.1.0"
 

@@ -38,8 +38,8 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect as ws_connect
 
 from chatmdb import Store, open_store
-from chatmdb.store.schema import TABLES
 from chatmdb.gateway import Gateway
+from chatmdb.store.schema import TABLES
 from gateway.conftest import BACKENDS, Server, start_server, stop_and_check  # tests/gateway/conftest.py
 
 # More examples for a deeper run: CHATMDB_FUZZ_EXAMPLES=500 pytest tests/reliability/test_fuzz_events.py

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import codec as _codec
 from ..store import Store, open_store
+from ..store import codec as _codec
 from ._stats import BenchFailure, dir_size, rss_bytes, summarize
 
 MESSAGE_BYTES = 300

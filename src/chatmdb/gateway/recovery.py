@@ -35,8 +35,8 @@ from typing import Any
 import socketio
 from socketio import packet
 
-from .errors import ChatMDBError
-from .store import Store
+from ..errors import ChatMDBError
+from ..store import Store
 
 logger = logging.getLogger("chatmdb.recovery")
 
@@ -49,6 +49,11 @@ PURGE_INTERVAL = 30.0
 REPLAY_MEMORY = 10.0
 
 _NO_OFFSET = object()
+
+
+def room(session_id: str) -> str:
+    """The Socket.IO room of a session: its clients get its events."""
+    return ROOM_PREFIX + session_id
 
 
 class _Manager(socketio.AsyncManager):  # type: ignore[misc]
@@ -131,21 +136,31 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         self, event: str, data: Any, session_id: str, offset: int | None, skip_sid: str | None = None
     ) -> None:
         """Send a room event with its offset as the last argument. This method is a coroutine."""
-        room = ROOM_PREFIX + session_id
+        to = room(session_id)
         if not self.enabled or offset is None:
-            await self.emit(event, data, room=room, skip_sid=skip_sid)
+            await self.emit(event, data, room=to, skip_sid=skip_sid)
             return
         skip = [skip_sid] if skip_sid else []
         if self._replaying or self._replayed_upto:
-            for sid, _ in self.manager.get_participants("/", room):
+            for sid, _ in self.manager.get_participants("/", to):
                 if sid in self._replaying:
                     self._replaying[sid].append((offset, event, data))
                     skip.append(sid)
                 elif self._replayed_upto.get(sid, 0) >= offset:
                     skip.append(sid)  # already sent in its replay
-        await self.emit(event, (data, str(offset)), room=room, skip_sid=skip or None)
+        await self.emit(event, (data, str(offset)), room=to, skip_sid=skip or None)
 
     # -- connection state ----------------------------------------------------------------
+
+    async def enter_session(self, sid: str, session_id: str) -> None:
+        """Put a client in a session's room and save its rooms. This method is a coroutine."""
+        await self.enter_room(sid, room(session_id))
+        await self.remember(sid)
+
+    async def leave_session(self, sid: str, session_id: str) -> None:
+        """Take a client out of a session's room and save its rooms. This method is a coroutine."""
+        await self.leave_room(sid, room(session_id))
+        await self.remember(sid)
 
     async def remember(self, sid: str) -> None:
         """Save a connected client's rooms, so they survive a crash of this server.
@@ -158,7 +173,11 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         await self.store.aio.save_connection(pid, self._state(sid, expires_at=None))
 
     def _state(self, sid: str, expires_at: float | None) -> dict[str, Any]:
-        rooms = [r[len(ROOM_PREFIX) :] for r in self.manager.get_rooms(sid, "/") if isinstance(r, str) and r.startswith(ROOM_PREFIX)]
+        rooms = [
+            r[len(ROOM_PREFIX) :]
+            for r in self.manager.get_rooms(sid, "/")
+            if isinstance(r, str) and r.startswith(ROOM_PREFIX)
+        ]
         return {
             "sid": sid,
             "rooms": rooms,
@@ -215,7 +234,9 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         sid = await self.manager.pre_connect(eio_sid, namespace)
         self.manager.wanted_sid.pop(eio_sid, None)
         if sid is None:
-            await self._send_packet(eio_sid, self.packet_class(packet.CONNECT_ERROR, data="Unable to connect", namespace=namespace))
+            await self._send_packet(
+                eio_sid, self.packet_class(packet.CONNECT_ERROR, data="Unable to connect", namespace=namespace)
+            )
             return
         refusal: Any = None
         try:
@@ -226,7 +247,11 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         if accepted is False:
             await self._send_packet(
                 eio_sid,
-                self.packet_class(packet.CONNECT_ERROR, data=refusal or {"message": "Connection refused by server"}, namespace=namespace),
+                self.packet_class(
+                    packet.CONNECT_ERROR,
+                    data=refusal or {"message": "Connection refused by server"},
+                    namespace=namespace,
+                ),
             )
             await self.manager.disconnect(sid, namespace, ignore_queue=True)
             return
@@ -236,7 +261,9 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         if not recovered and state is not None:
             pid = secrets.token_urlsafe(16)
         self.pids[sid] = pid
-        await self._send_packet(eio_sid, self.packet_class(packet.CONNECT, {"sid": sid, "pid": pid}, namespace=namespace))
+        await self._send_packet(
+            eio_sid, self.packet_class(packet.CONNECT, {"sid": sid, "pid": pid}, namespace=namespace)
+        )
         await self.manager.connect(sid, namespace)
         await self._flush(eio_sid, sid)
         with contextlib.suppress(ChatMDBError):
@@ -250,16 +277,16 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         # in between: a live event committed after the read waits in the buffer,
         # one committed before it is in the read, and the buffer drops repeats.
         self._replaying[sid] = []
-        for room in rooms:
-            self.manager.basic_enter_room(sid, "/", ROOM_PREFIX + room)
+        for session_id in rooms:
+            self.manager.basic_enter_room(sid, "/", room(session_id))
         try:
             events, more = self.store.events_since(rooms, after, limit=MAX_REPLAY)
         except ChatMDBError:
             events, more = [], True
         if more:
             # Too much to replay: start afresh; the client pages history instead.
-            for room in rooms:
-                self.manager.basic_leave_room(sid, "/", ROOM_PREFIX + room)
+            for session_id in rooms:
+                self.manager.basic_leave_room(sid, "/", room(session_id))
             self._replaying.pop(sid, None)
             return False
         last = after
@@ -284,7 +311,9 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         asyncio.get_running_loop().call_later(REPLAY_MEMORY, self._forget_replay, sid, upto)
         for offset, event, data in sorted(buffered or [], key=lambda item: item[0]):
             if offset > upto:
-                await self._send_packet(eio_sid, self.packet_class(packet.EVENT, data=[event, data, str(offset)], namespace="/"))
+                await self._send_packet(
+                    eio_sid, self.packet_class(packet.EVENT, data=[event, data, str(offset)], namespace="/")
+                )
 
 
 def _is_offset(value: Any) -> bool:

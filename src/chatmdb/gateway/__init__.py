@@ -1,0 +1,17 @@
+"""The gateway: a Socket.IO server and an HTTP API that persist every write before they answer it.
+
+:func:`create_app` builds the ASGI app on an open store; :func:`serve` opens
+a store and runs the app under uvicorn. The modules, each with one job:
+
+* :mod:`.payloads`: what clients send, declared once for both transports;
+* :mod:`.service`: reads, writes and their broadcasts, in-flight writes;
+* :mod:`.events`: the Socket.IO events (their table is there);
+* :mod:`.http`: the HTTP API (its table is there);
+* :mod:`.recovery`: connection state recovery, kept in the store;
+* :mod:`.packets`: malformed Socket.IO packets, answered rather than logged;
+* :mod:`.app`: the app assembled, and the server.
+"""
+
+from .app import Gateway, GatewayApp, create_app, serve
+
+__all__ = ["Gateway", "GatewayApp", "create_app", "serve"]

@@ -1,0 +1,297 @@
+"""The gateway assembled: one ASGI app, and :func:`serve` to run it under uvicorn.
+
+The app serves Socket.IO (python-socketio ``AsyncServer``) at ``/socket.io/``
+and the HTTP API of :mod:`.http` on every other path; both call the
+:class:`~.service.ChatService` of one :class:`Gateway`. :func:`create_app`
+builds it on an open store; :func:`serve` opens a store and runs it, and
+drains it on SIGINT or SIGTERM so that every write it accepted is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import AsyncIterator
+from types import FrameType
+
+import socketio
+import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import ValidationError
+from ..metrics import Metrics
+from ..store import Store, open_store
+from .events import Events
+from .http import create_http_app
+from .packets import TolerantPacket
+from .recovery import RecoveringServer
+from .service import ChatService
+
+__all__ = ["Gateway", "GatewayApp", "create_app", "serve"]
+
+# Seconds serve() waits, at shutdown, for in-flight writes and then for clients to be disconnected.
+SHUTDOWN_DRAIN_SECONDS = 10.0
+
+
+class Gateway:
+    """The Socket.IO server of one app, its event handlers, and the service they share with the HTTP API.
+
+    ``sio`` is the python-socketio ``AsyncServer`` (with connection state
+    recovery), ``events`` its handlers, ``service`` what they and the HTTP
+    routes call. Arguments as :func:`create_app` takes them.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        token: str | None = None,
+        recovery_window: float = 120.0,
+        max_http_buffer_size: int | None = None,
+        close_store: bool = False,
+    ) -> None:
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ValidationError("token must be a non-empty string or None")
+        if not isinstance(recovery_window, (int, float)) or recovery_window < 0:
+            raise ValidationError("recovery_window must be a number of seconds >= 0")
+        if max_http_buffer_size is None:
+            # JSON can spell a stored byte as up to six ("\u0001"), and engine.io
+            # drops the whole connection past this limit; above it, an oversized
+            # message reaches the store and gets a too_large ack instead.
+            max_http_buffer_size = 6 * store.max_message_size + 64 * 1024
+        elif max_http_buffer_size <= store.max_message_size:
+            raise ValidationError("max_http_buffer_size must be above the store's max_message_size")
+        self.store = store
+        self.token = token
+        self.recovery_window = float(recovery_window)
+        self.max_http_buffer_size = max_http_buffer_size
+        self.close_store = close_store
+        # Connection state recovery as the JavaScript server does it, with its
+        # state in the store (python-socketio has none: its issue #1258).
+        self.sio = RecoveringServer(
+            store,
+            self.recovery_window,
+            async_mode="asgi",
+            max_http_buffer_size=max_http_buffer_size,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.sio.packet_class = TolerantPacket
+        self.metrics = Metrics(store, connected_clients=lambda: len(self.events.clients))
+        self.service = ChatService(store, self.metrics, self.sio)
+        self.events = Events(self.service, self.sio, token)
+        self.events.attach()
+        self._drained = False
+
+    @property
+    def clients(self) -> set[str]:
+        """The sids of the connected Socket.IO clients."""
+        return self.events.clients
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """The app's lifespan: adopt the recovery state a previous server left; at the end, shut down."""
+        await self.sio.start_recovery()
+        yield
+        await self.aclose()
+
+    async def drain(self, timeout: float = SHUTDOWN_DRAIN_SECONDS) -> None:
+        """Refuse new writes, wait for the ones in flight, then disconnect every client.
+
+        A write in flight is committed and acked before its client is
+        disconnected; one that arrives later gets an error ack. Clients see a
+        transport close and reconnect (to the restarted server). Bounded by
+        *timeout* per step. This method is a coroutine.
+        """
+        if self._drained:
+            return
+        self._drained = True
+        await self.service.drain(timeout)
+        # Let the handlers that just finished queue their acks before the close packets.
+        await asyncio.sleep(0)
+        # Clients of a server that stops see a lost transport: their state is
+        # kept, so they recover when they reconnect to the restarted server.
+        self.sio.shutting_down = True
+        eio = self.sio.eio
+        sids = list(eio.sockets)
+        if sids:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(eio.disconnect(s) for s in sids), return_exceptions=True), timeout
+                )
+
+    async def aclose(self) -> None:
+        """Shut down: drain, stop background tasks, close the store if owned. This method is a coroutine."""
+        await self.drain()
+        await self.sio.stop_recovery()
+        await self.sio.shutdown()
+        self.metrics.close()
+        if self.close_store:
+            # close() joins the writer thread after its last commit: not on the loop.
+            await asyncio.to_thread(self.store.close)
+
+
+class _EndAbandonedPolls:
+    """ASGI wrapper that ends an engine.io long-poll (GET) when its client goes away.
+
+    engine.io answers a poll when it has a packet or after its ping interval
+    plus timeout (45 s), and never reads from the request meanwhile, so the
+    poll of a client that closed (or vanished) holds a task that long, and
+    uvicorn's shutdown waits for it. Listening for ``http.disconnect`` once
+    the request body is read, and cancelling the poll before it has started
+    a response, frees it at once; nothing queued for the client is lost.
+    """
+
+    def __init__(self, app: ASGIApp, path: str = "/socket.io/") -> None:
+        self.app = app
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "GET" or not scope["path"].startswith(self.path):
+            await self.app(scope, receive, send)
+            return
+        body_read = asyncio.Event()
+        started = abandoned = False
+
+        async def app_receive() -> Message:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                body_read.set()
+            return message
+
+        async def app_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        poll = asyncio.ensure_future(self.app(scope, app_receive, app_send))
+
+        async def watch() -> None:
+            await body_read.wait()
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            nonlocal abandoned
+            if not started:
+                abandoned = True
+                poll.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await poll
+        except asyncio.CancelledError:
+            if not abandoned:
+                raise  # this request itself was cancelled, not just the poll
+        finally:
+            watcher.cancel()
+
+
+class GatewayApp:
+    """The ASGI app of a :class:`Gateway` (``.gateway``): Socket.IO at ``/socket.io/``, the HTTP API elsewhere."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        http = create_http_app(
+            gateway.service, token=gateway.token, max_body=gateway.max_http_buffer_size, lifespan=gateway.lifespan
+        )
+        self._app = _EndAbandonedPolls(socketio.ASGIApp(gateway.sio, other_asgi_app=http))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+def create_app(
+    store: Store,
+    *,
+    token: str | None = None,
+    recovery_window: float = 120.0,
+    max_http_buffer_size: int | None = None,
+    close_store: bool = False,
+) -> GatewayApp:
+    """Build the ASGI app: Socket.IO at ``/socket.io/``, the HTTP API everywhere else.
+
+    :param store: an open store; the app does not close it unless *close_store*.
+    :param token: when set, Socket.IO clients must connect with
+        ``auth={"token": token}`` and HTTP requests (but ``/healthz``) must
+        carry ``Authorization: Bearer <token>``.
+    :param recovery_window: seconds a disconnected client's state is kept for
+        connection state recovery (0 turns recovery off; see :mod:`.recovery`).
+    :param max_http_buffer_size: engine.io's largest accepted packet; must
+        sit above the store's ``max_message_size`` (default: far above it).
+    :param close_store: close the store when the app shuts down (lifespan).
+    :returns: the ASGI application; its :class:`Gateway` is ``app.gateway``.
+    :raises ValidationError: on bad arguments.
+    """
+    gateway = Gateway(
+        store,
+        token=token,
+        recovery_window=recovery_window,
+        max_http_buffer_size=max_http_buffer_size,
+        close_store=close_store,
+    )
+    return GatewayApp(gateway)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but clients are drained before connections are closed.
+
+    uvicorn closes websockets (and waits out long-polls) before the app's
+    lifespan shutdown runs, which would drop the acks of writes in flight;
+    draining first gets them committed and acked.
+    """
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self._gateway = gateway
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if not self.force_exit:
+            await self._gateway.drain()
+        await super().shutdown(sockets)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    # uvicorn re-raises the signal it shut down on, after restoring the handler
+    # it found; with the default handler the process would die of SIGTERM after
+    # a clean shutdown. Exiting here lets the finally blocks close the store.
+    raise SystemExit(0)
+
+
+def serve(
+    *,
+    db_path: str,
+    backend: str = "lmdb",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    durability: str = "full",
+    recovery_window: float = 120.0,
+    log_level: str = "info",
+) -> None:
+    """Open the store at *db_path* and serve the gateway on it until SIGINT or SIGTERM.
+
+    On a signal: new writes are refused, writes in flight are committed and
+    acked, clients are disconnected (they reconnect to the next server), then
+    the store is closed after its writer's last commit.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
+    store = open_store(db_path, backend=backend, durability=durability)
+    try:
+        store.init_database()
+        app = create_app(store, token=token, recovery_window=recovery_window, close_store=True)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            lifespan="on",
+            # uvicorn's own websocket frame limit must not undercut engine.io's.
+            ws_max_size=max(16 * 1024 * 1024, app.gateway.max_http_buffer_size + 64 * 1024),
+            timeout_graceful_shutdown=int(SHUTDOWN_DRAIN_SECONDS),
+        )
+        _Server(config, app.gateway).run()
+    finally:
+        store.close()

@@ -1,0 +1,197 @@
+"""The HTTP API, for agents and tools that don't hold a socket (FastAPI, OpenAPI at ``/openapi.json``).
+
+========  ===============================  ==========================================
+method    path                             answer
+========  ===============================  ==========================================
+GET       /api/sessions                    sessions, newest first (``limit``, ``cursor``)
+POST      /api/sessions                    201, the new session
+GET       /api/sessions/{id}               the session
+GET       /api/sessions/{id}/messages      ``{"items", "pagination"}`` (``skip``, ``limit``, ``cursor``, ``direction``)
+POST      /api/sessions/{id}/messages      201, the stored message; idempotent on ``message_uuid``
+GET       /api/messages/{uuid}             the message
+GET       /api/agents                      agent cards
+GET       /api/agents/{id}                 the agent card
+GET       /healthz                         ``{"ok": true}``, never needs a token
+GET       /metrics                         Prometheus text
+========  ===============================  ==========================================
+
+Errors are ``{"ok": false, "error": {"code", "message"}}`` with the status
+:data:`chatmdb.errors.HTTP_STATUS` gives their code: 400 (invalid), 401
+(unauthorized), 404 (not_found), 409 (conflict), 413 (too_large), 503 (the
+server is shutting down) or 500 (internal, a bug). A POST of a message that
+exists answers 201 with the stored message, as the first POST did, and the
+header ``Idempotent-Replayed: true``; it is not broadcast again.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
+
+from ..errors import HTTP_STATUS, ChatMDBError, http_status
+from ..metrics import CONTENT_TYPE
+from .payloads import Count, CreateSession, Direction, Id, Limit, MessageIn, SeqText, describe
+from .service import ChatService, Record
+
+__all__ = ["create_http_app"]
+
+logger = logging.getLogger("chatmdb.http")
+
+OPEN_PATHS = frozenset({"/healthz"})
+# The code of an error status that comes from the framework (an unknown path, a wrong method).
+_CODE_OF_STATUS: Final = {status: code for code, status in HTTP_STATUS.items()}
+# The error statuses the operations declare, by code.
+_DECLARED_ERRORS: Final = ("invalid", "unauthorized", "not_found", "conflict", "too_large", "unavailable")
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+SessionId = Annotated[Id, PathParam()]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(json_schema_extra={"enum": list(HTTP_STATUS)})  # the codes of the one status table
+    message: str
+
+
+class ErrorBody(BaseModel):
+    ok: Literal[False] = False
+    error: ErrorDetail
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": {"code": code, "message": message}}, status_code=status)
+
+
+def _problem(exc: RequestValidationError) -> str:
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return "the request body is not valid JSON"
+    # FastAPI locates errors in ("body" | "query" | "path", field, ...).
+    return describe([{**e, "loc": tuple(e.get("loc", ()))[1:]} for e in errors], whole="the request body")
+
+
+def create_http_app(service: ChatService, *, token: str | None, max_body: int, lifespan: Lifespan) -> FastAPI:
+    """The FastAPI app of a gateway's *service*.
+
+    :param token: when set, every request but ``/healthz`` needs ``Authorization: Bearer <token>``.
+    :param max_body: requests declaring a longer body are refused (413) unread.
+    :param lifespan: the app's lifespan: the gateway starts and stops with it.
+    """
+    secret = token.encode() if token is not None else None
+
+    error_responses: dict[int | str, dict[str, Any]] = {
+        HTTP_STATUS[code]: {"model": ErrorBody} for code in _DECLARED_ERRORS
+    }
+    app = FastAPI(
+        title="chatmdb",
+        summary="Durable chat sessions and messages for people and AI agents",
+        lifespan=lifespan,
+        responses=error_responses,
+    )
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if secret is not None and request.url.path not in OPEN_PATHS:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), secret):
+                return _error(401, "unauthorized", "send Authorization: Bearer <token>")
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_body:
+            return _error(413, "too_large", f"the request body is over {max_body} bytes")
+        return await call_next(request)
+
+    @app.exception_handler(ChatMDBError)
+    async def on_store_error(request: Request, exc: ChatMDBError) -> JSONResponse:
+        status = http_status(exc)
+        if status == HTTP_STATUS["internal"]:
+            logger.error("%s %s failed: %s", request.method, request.url.path, exc)
+        return _error(status, exc.code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(HTTP_STATUS["invalid"], "invalid", _problem(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _CODE_OF_STATUS.get(exc.status_code, "invalid" if exc.status_code < 500 else "internal")
+        response = _error(exc.status_code, code, str(exc.detail))
+        # Keep the headers the error carries, such as the Allow of a 405.
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette's Allow names the methods of the first route of the path only.
+            allowed = {
+                method
+                for route in app.routes
+                if isinstance(route, Route) and route.matches(request.scope)[0] is Match.PARTIAL
+                for method in route.methods or ()
+            }
+            if allowed:
+                response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness: answers without a token while the server runs."""
+        return {"ok": True, "backend": service.store.backend}
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/api/sessions", tags=["sessions"])
+    async def list_sessions(
+        limit: Annotated[Limit, Query()] = 100,
+        cursor: Annotated[Id | None, Query(description="id of the last session of the previous page")] = None,
+    ) -> list[Record]:
+        return service.sessions(limit, cursor)
+
+    @app.post("/api/sessions", tags=["sessions"], status_code=201)
+    async def create_session(body: CreateSession | None = None) -> Record:
+        body = body or CreateSession()
+        return await service.create_session(body.title, body.session_id, body.metadata)
+
+    @app.get("/api/sessions/{session_id}", tags=["sessions"])
+    async def get_session(session_id: SessionId) -> Record:
+        return service.session(session_id)
+
+    @app.get("/api/sessions/{session_id}/messages", tags=["messages"])
+    async def get_session_messages(
+        session_id: SessionId,
+        skip: Annotated[Count, Query(description="messages passed over after the cursor")] = 0,
+        limit: Annotated[Limit, Query()] = 100,
+        cursor: Annotated[SeqText | None, Query(description="a message seq (next_cursor of the previous page)")] = None,
+        direction: Direction = "desc",
+    ) -> Record:
+        return service.messages(session_id, cursor=cursor, limit=limit, direction=direction, skip=skip)
+
+    @app.post("/api/sessions/{session_id}/messages", tags=["messages"], status_code=201)
+    async def post_message(session_id: SessionId, body: MessageIn, response: Response) -> Record:
+        message, created = await service.post_message(body.record(session_id), via="http")
+        if not created:
+            response.headers["Idempotent-Replayed"] = "true"
+        return message
+
+    @app.get("/api/messages/{message_uuid}", tags=["messages"])
+    async def get_message(message_uuid: Annotated[Id, PathParam()]) -> Record:
+        return service.message(message_uuid)
+
+    @app.get("/api/agents", tags=["agents"])
+    async def list_agents() -> list[Record]:
+        return service.agents()
+
+    @app.get("/api/agents/{agent_id}", tags=["agents"])
+    async def get_agent(agent_id: Annotated[Id, PathParam()]) -> Record:
+        return service.agent(agent_id)
+
+    return app
