@@ -21,7 +21,7 @@ from chatmdb.store.writer import GroupCommitWriter
 
 
 def _writer(store: Store) -> GroupCommitWriter:
-    writer = store.writer()
+    writer = store._writer_here()
     assert writer is not None, "these tests need group commit"
     return writer
 

@@ -11,6 +11,7 @@ boundary and never reach callers. ::
     │   └── SessionNotFound (also ValueError) the session named does not exist
     ├── Conflict                              the write contradicts stored state
     │   └── InvalidTransition                 task already in a terminal state
+    ├── RateLimited                           a client went past a limit of the gateway
     ├── StoreClosed                           the store was closed
     └── StorageError                          the engine failed (disk full, I/O)
         ├── CorruptionError                   the files do not hold what was written
@@ -33,6 +34,7 @@ __all__ = [
     "FormatError",
     "InvalidTransition",
     "NotFound",
+    "RateLimited",
     "SessionNotFound",
     "StorageError",
     "StoreClosed",
@@ -93,6 +95,13 @@ class Conflict(ChatMDBError):
 
 class InvalidTransition(Conflict):
     """A task in a terminal state cannot change."""
+
+
+class RateLimited(ChatMDBError):
+    """A client went past one of the gateway's per-connection limits (events
+    per second, sessions joined); nothing was done. Slow down, or leave a session."""
+
+    code = "rate_limited"
 
 
 class StoreClosed(ChatMDBError):

@@ -114,6 +114,12 @@ class Metrics:
             buckets=_READ_BUCKETS,
             registry=self.registry,
         )
+        self.limits_reached = Counter(
+            "chatmdb_limits_reached",
+            "Times a client reached a limit of the gateway (then refused, answered rate_limited or dropped), by limit.",
+            ["limit"],
+            registry=self.registry,
+        )
         clients = Gauge("chatmdb_connected_clients", "Socket.IO clients connected now.", registry=self.registry)
         clients.set_function(lambda: float(connected_clients()))
         self.registry.register(_StoreSizeCollector(store, stats_max_age))
@@ -123,6 +129,9 @@ class Metrics:
         # Called in the writer thread; prometheus_client metrics are thread-safe.
         self.batch_size.observe(batch_size)
         self.commit_seconds.observe(seconds)
+
+    def limit_reached(self, limit: str) -> None:
+        self.limits_reached.labels(limit).inc()
 
     def close(self) -> None:
         """Stop listening to the store's commits. Idempotent."""

@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import FrameType
 
 import socketio
 import uvicorn
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ValidationError
 from ..metrics import Metrics
 from ..store import Store, open_store
 from .events import Events
+from .guard import GuardedServer, Limits
 from .http import create_http_app
+from .middleware import LOOPBACK_HOSTS, AllowedHosts, EndAbandonedPolls, LimitBody, RedactSid
 from .packets import TolerantPacket
-from .recovery import RecoveringServer
 from .service import ChatService
 
 __all__ = ["Gateway", "GatewayApp", "create_app", "serve"]
@@ -51,6 +53,8 @@ class Gateway:
         recovery_window: float = 120.0,
         max_http_buffer_size: int | None = None,
         close_store: bool = False,
+        limits: Limits | None = None,
+        allowed_hosts: Sequence[str] | None = None,
     ) -> None:
         if token is not None and (not isinstance(token, str) or not token):
             raise ValidationError("token must be a non-empty string or None")
@@ -70,18 +74,28 @@ class Gateway:
         self.close_store = close_store
         # Connection state recovery as the JavaScript server does it, with its
         # state in the store (python-socketio has none: its issue #1258).
-        self.sio = RecoveringServer(
+        self.limits = limits or Limits()
+        # Without a token, only loopback Host names are served unless told
+        # otherwise: a page on another site could otherwise reach this
+        # server through DNS rebinding.
+        if allowed_hosts is None and token is None:
+            allowed_hosts = LOOPBACK_HOSTS
+        self.allowed_hosts = None if allowed_hosts is None else tuple(allowed_hosts)
+        self.metrics = Metrics(store, connected_clients=lambda: len(self.events.clients))
+        self.sio = GuardedServer(
             store,
             self.recovery_window,
+            token=token,
+            limits=self.limits,
+            on_limit=self.metrics.limit_reached,
             async_mode="asgi",
             max_http_buffer_size=max_http_buffer_size,
             logger=False,
             engineio_logger=False,
         )
         self.sio.packet_class = TolerantPacket
-        self.metrics = Metrics(store, connected_clients=lambda: len(self.events.clients))
         self.service = ChatService(store, self.metrics, self.sio)
-        self.events = Events(self.service, self.sio, token)
+        self.events = Events(self.service, self.sio)
         self.events.attach()
         self._drained = False
 
@@ -133,70 +147,20 @@ class Gateway:
             await asyncio.to_thread(self.store.close)
 
 
-class _EndAbandonedPolls:
-    """ASGI wrapper that ends an engine.io long-poll (GET) when its client goes away.
-
-    engine.io answers a poll when it has a packet or after its ping interval
-    plus timeout (45 s), and never reads from the request meanwhile, so the
-    poll of a client that closed (or vanished) holds a task that long, and
-    uvicorn's shutdown waits for it. Listening for ``http.disconnect`` once
-    the request body is read, and cancelling the poll before it has started
-    a response, frees it at once; nothing queued for the client is lost.
-    """
-
-    def __init__(self, app: ASGIApp, path: str = "/socket.io/") -> None:
-        self.app = app
-        self.path = path
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "GET" or not scope["path"].startswith(self.path):
-            await self.app(scope, receive, send)
-            return
-        body_read = asyncio.Event()
-        started = abandoned = False
-
-        async def app_receive() -> Message:
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body"):
-                body_read.set()
-            return message
-
-        async def app_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        poll = asyncio.ensure_future(self.app(scope, app_receive, app_send))
-
-        async def watch() -> None:
-            await body_read.wait()
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            nonlocal abandoned
-            if not started:
-                abandoned = True
-                poll.cancel()
-
-        watcher = asyncio.ensure_future(watch())
-        try:
-            await poll
-        except asyncio.CancelledError:
-            if not abandoned:
-                raise  # this request itself was cancelled, not just the poll
-        finally:
-            watcher.cancel()
-
-
 class GatewayApp:
     """The ASGI app of a :class:`Gateway` (``.gateway``): Socket.IO at ``/socket.io/``, the HTTP API elsewhere."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         http = create_http_app(
-            gateway.service, token=gateway.token, max_body=gateway.max_http_buffer_size, lifespan=gateway.lifespan
+            gateway.service, token=gateway.token, lifespan=gateway.lifespan
         )
-        self._app = _EndAbandonedPolls(socketio.ASGIApp(gateway.sio, other_asgi_app=http))
+        app: ASGIApp = LimitBody(
+            EndAbandonedPolls(socketio.ASGIApp(gateway.sio, other_asgi_app=http)), gateway.max_http_buffer_size
+        )
+        if gateway.allowed_hosts is not None:
+            app = AllowedHosts(app, gateway.allowed_hosts)
+        self._app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
@@ -209,6 +173,8 @@ def create_app(
     recovery_window: float = 120.0,
     max_http_buffer_size: int | None = None,
     close_store: bool = False,
+    limits: Limits | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> GatewayApp:
     """Build the ASGI app: Socket.IO at ``/socket.io/``, the HTTP API everywhere else.
 
@@ -221,6 +187,9 @@ def create_app(
     :param max_http_buffer_size: engine.io's largest accepted packet; must
         sit above the store's ``max_message_size`` (default: far above it).
     :param close_store: close the store when the app shuts down (lifespan).
+    :param limits: the per-connection and server-wide limits (default :class:`Limits()`).
+    :param allowed_hosts: the Host names served (``*`` for any); by default
+        any with a token, only loopback names without one.
     :returns: the ASGI application; its :class:`Gateway` is ``app.gateway``.
     :raises ValidationError: on bad arguments.
     """
@@ -230,6 +199,8 @@ def create_app(
         recovery_window=recovery_window,
         max_http_buffer_size=max_http_buffer_size,
         close_store=close_store,
+        limits=limits,
+        allowed_hosts=allowed_hosts,
     )
     return GatewayApp(gateway)
 
@@ -269,6 +240,8 @@ def serve(
     durability: str = "full",
     recovery_window: float = 120.0,
     log_level: str = "info",
+    limits: Limits | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> None:
     """Open the store at *db_path* and serve the gateway on it until SIGINT or SIGTERM.
 
@@ -281,7 +254,14 @@ def serve(
     store = open_store(db_path, backend=backend, durability=durability)
     try:
         store.init_database()
-        app = create_app(store, token=token, recovery_window=recovery_window, close_store=True)
+        app = create_app(
+            store,
+            token=token,
+            recovery_window=recovery_window,
+            close_store=True,
+            limits=limits,
+            allowed_hosts=allowed_hosts,
+        )
         config = uvicorn.Config(
             app,
             host=host,
@@ -292,6 +272,9 @@ def serve(
             ws_max_size=max(16 * 1024 * 1024, app.gateway.max_http_buffer_size + 64 * 1024),
             timeout_graceful_shutdown=int(SHUTDOWN_DRAIN_SECONDS),
         )
+        # uvicorn's access log prints each request's query string, and a
+        # long-poll's names the engine.io sid: a credential.
+        logging.getLogger("uvicorn.access").addFilter(RedactSid())
         _Server(config, app.gateway).run()
     finally:
         store.close()

@@ -2,8 +2,9 @@
 
 Every event takes one object and answers through its ack with
 ``{"ok": true, "data": ...}`` or ``{"ok": false, "error": {"code", "message"}}``,
-codes ``invalid``, ``not_found``, ``conflict``, ``unauthorized``,
-``too_large``, ``internal``. Events (optional fields marked ``?``; the
+codes ``invalid``, ``not_found``, ``conflict``, ``too_large``,
+``rate_limited`` (over the connection's events per second, or its sessions),
+``internal``. Events (optional fields marked ``?``; the
 payload models are in :mod:`.payloads`):
 
 ====================  ==============================================================  ===============
@@ -43,7 +44,6 @@ client deduplicates by ``seq``), never neither. Without ``after_seq``,
 from __future__ import annotations
 
 import functools
-import hmac
 import inspect
 import logging
 import typing
@@ -53,6 +53,7 @@ from typing import Any, Final
 import socketio
 
 from ..errors import ChatMDBError
+from .guard import GuardedServer
 from .packets import MALFORMED, NOT_AN_EVENT
 from .payloads import (
     AgentRef,
@@ -72,7 +73,6 @@ from .payloads import (
     UpdateTask,
     validate,
 )
-from .recovery import RecoveringServer
 from .service import ChatService, Record
 
 __all__ = ["PAYLOADS", "Events"]
@@ -100,11 +100,10 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
     wraps what it returns, or the error it raises, in the ack envelope.
     """
 
-    def __init__(self, service: ChatService, server: RecoveringServer, token: str | None = None) -> None:
+    def __init__(self, service: ChatService, server: GuardedServer) -> None:
         super().__init__("/")
         self.service = service
         self.server = server
-        self.token = token
         self.clients: set[str] = set()
 
     def attach(self) -> None:
@@ -140,6 +139,7 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
             got = ", ".join(type(a).__name__ for a in args[1:]) or "nothing"
             return _error("invalid", f"{event} takes one object (dict) argument, got {got}")
         try:
+            self.server.check_rate(args[0])
             return _ok(await handler(self, args[0], validate(model, args[1])))
         except ChatMDBError as exc:
             return _error(exc.code, str(exc))
@@ -159,12 +159,7 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
     # -- connections ------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        if self.token is not None:
-            given = auth.get("token") if isinstance(auth, dict) else None
-            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self.token.encode()):
-                raise socketio.exceptions.ConnectionRefusedError(
-                    "unauthorized", {"code": "unauthorized", "message": "a valid auth token is required"}
-                )
+        # The token was checked before this runs (GuardedServer.admit).
         self.clients.add(sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:

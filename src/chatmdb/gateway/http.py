@@ -80,11 +80,11 @@ def _problem(exc: RequestValidationError) -> str:
     return describe([{**e, "loc": tuple(e.get("loc", ()))[1:]} for e in errors], whole="the request body")
 
 
-def create_http_app(service: ChatService, *, token: str | None, max_body: int, lifespan: Lifespan) -> FastAPI:
+def create_http_app(service: ChatService, *, token: str | None, lifespan: Lifespan) -> FastAPI:
     """The FastAPI app of a gateway's *service*.
 
     :param token: when set, every request but ``/healthz`` needs ``Authorization: Bearer <token>``.
-    :param max_body: requests declaring a longer body are refused (413) unread.
+    Request bodies are bounded before they reach it (:class:`.middleware.LimitBody`).
     :param lifespan: the app's lifespan: the gateway starts and stops with it.
     """
     secret = token.encode() if token is not None else None
@@ -105,9 +105,6 @@ def create_http_app(service: ChatService, *, token: str | None, max_body: int, l
             scheme, _, given = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), secret):
                 return _error(401, "unauthorized", "send Authorization: Bearer <token>")
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_body:
-            return _error(413, "too_large", f"the request body is over {max_body} bytes")
         return await call_next(request)
 
     @app.exception_handler(ChatMDBError)

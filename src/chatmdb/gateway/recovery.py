@@ -45,6 +45,9 @@ ROOM_PREFIX = "session:"
 # was not recovered and pages the rest with join(after_seq).
 MAX_REPLAY = 10_000
 PURGE_INTERVAL = 30.0
+# Replayed events sent between two looks at whether the client keeps up (and
+# two turns of the event loop for everyone else).
+REPLAY_SLICE = 100
 # Seconds a recovered connection keeps skipping live events its replay already sent.
 REPLAY_MEMORY = 10.0
 
@@ -185,6 +188,32 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             "expires_at": expires_at,
         }
 
+    # -- hooks for the gateway's limits ----------------------------------------------
+
+    async def admit(self, eio_sid: str, namespace: str, auth: Any) -> bool:
+        """Whether a CONNECT may go on; checked before recovery touches anything.
+
+        A refusal must have answered the client. This method is a coroutine.
+        """
+        return True
+
+    def recoverable(self, eio_sid: str, reason: Any) -> bool:
+        """Whether the connection that just went away keeps its state for recovery.
+
+        Only a lost transport is recoverable: a client that said goodbye, or
+        that the server sent away, starts afresh next time. A server shutting
+        down is a lost transport as far as its clients can tell.
+        """
+        return reason != self.reason.CLIENT_DISCONNECT and (
+            reason != self.reason.SERVER_DISCONNECT or self.shutting_down
+        )
+
+    async def wait_writable(self, eio_sid: str) -> None:
+        """Pause a replay until the client can take more. This method is a coroutine."""
+        await asyncio.sleep(0)
+
+    # -- connection state -----------------------------------------------------------------
+
     async def _handle_disconnect(self, eio_sid: str, namespace: str | None, reason: Any = None) -> None:
         namespace = namespace or "/"
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
@@ -192,14 +221,8 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         if pid is not None and self.enabled:
             self._replaying.pop(sid, None)
             self._replayed_upto.pop(sid, None)
-            # Only a lost transport is recoverable: a client that said goodbye,
-            # or that the server sent away, starts afresh next time. A server
-            # shutting down is a lost transport as far as its clients can tell.
-            recoverable = reason != self.reason.CLIENT_DISCONNECT and (
-                reason != self.reason.SERVER_DISCONNECT or self.shutting_down
-            )
             try:
-                if recoverable:
+                if self.recoverable(eio_sid, reason):
                     state = self._state(sid, expires_at=time.time() + self.window)
                     await self.store.aio.save_connection(pid, state)
                 else:
@@ -210,6 +233,8 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         namespace = namespace or "/"
+        if not await self.admit(eio_sid, namespace, data):
+            return  # refused before any state was read, let alone consumed
         if not self.enabled or namespace != "/":
             await super()._handle_connect(eio_sid, namespace, data)
             return
@@ -260,6 +285,10 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             recovered = await self._replay(eio_sid, sid, state, None if offset is _NO_OFFSET else int(offset))
         if not recovered and state is not None:
             pid = secrets.token_urlsafe(16)
+        if eio_sid not in self.eio.sockets:
+            # The client went away while its connection was being set up.
+            await self.manager.disconnect(sid, namespace, ignore_queue=True)
+            return
         self.pids[sid] = pid
         await self._send_packet(
             eio_sid, self.packet_class(packet.CONNECT, {"sid": sid, "pid": pid}, namespace=namespace)
@@ -273,28 +302,34 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         """Rejoin the saved rooms and send the missed room events; False if impossible."""
         rooms = [r for r in state.get("rooms", []) if isinstance(r, str)]
         after = offset if offset is not None else int(state.get("offset") or 0)
-        # Enter the rooms and mark the connection before reading, with no await
-        # in between: a live event committed after the read waits in the buffer,
-        # one committed before it is in the read, and the buffer drops repeats.
+        # Enter the rooms and mark the connection before reading: a live event
+        # emitted from now on waits in the buffer; one committed before the
+        # read began is in the read; the flush drops the repeats by offset.
         self._replaying[sid] = []
         for session_id in rooms:
             self.manager.basic_enter_room(sid, "/", room(session_id))
         try:
-            events, more = self.store.events_since(rooms, after, limit=MAX_REPLAY)
+            # In a thread: thousands of events must not hold up the other clients.
+            events, more = await asyncio.to_thread(self.store.events_since, rooms, after, MAX_REPLAY)
         except ChatMDBError:
             events, more = [], True
-        if more:
+        if more or sid not in self._replaying:  # too much, or the client left meanwhile
             # Too much to replay: start afresh; the client pages history instead.
             for session_id in rooms:
                 self.manager.basic_leave_room(sid, "/", room(session_id))
             self._replaying.pop(sid, None)
             return False
         last = after
-        for event_offset, _session_id, event, record in events:
-            await self._send_packet(
-                eio_sid, self.packet_class(packet.EVENT, data=[event, record, str(event_offset)], namespace="/")
-            )
-            last = event_offset
+        try:
+            for i, (event_offset, _session_id, event, record) in enumerate(events):
+                if i % REPLAY_SLICE == REPLAY_SLICE - 1:
+                    await self.wait_writable(eio_sid)
+                await self._send_packet(
+                    eio_sid, self.packet_class(packet.EVENT, data=[event, record, str(event_offset)], namespace="/")
+                )
+                last = event_offset
+        except ChatMDBError:
+            return False
         self._replayed_upto[sid] = last
         return True
 

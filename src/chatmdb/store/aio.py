@@ -30,9 +30,9 @@ class AsyncStore:
     async def run(self, op: Op[T]) -> WriteOutcome[T]:
         """Queue a write operation and wait for its commit. This method is a coroutine."""
         store = self._store
-        writer = store.writer()
+        writer = store._writer_here()
         if writer is None:
-            return await asyncio.to_thread(store.run, op)
+            return await asyncio.to_thread(store._run, op)
         outcome: WriteOutcome[T] = await asyncio.wrap_future(writer.submit(op))
         return outcome
 

@@ -107,7 +107,7 @@ class Store:
     def closed(self) -> bool:
         return self._closed
 
-    def writer(self) -> GroupCommitWriter | None:
+    def _writer_here(self) -> GroupCommitWriter | None:
         """This process's group-commit writer (None without group commit)."""
         if self._closed:
             raise StoreClosed("the store is closed")
@@ -117,9 +117,9 @@ class Store:
             self._writer = self._new_writer()
         return self._writer
 
-    def run(self, op: Op[T]) -> WriteOutcome[T]:
+    def _run(self, op: Op[T]) -> WriteOutcome[T]:
         """Run a write operation and wait for its commit (the synchronous path)."""
-        writer = self.writer()
+        writer = self._writer_here()
         if writer is None:
             started = time.perf_counter()
             outcome = self.engine.write(op)
@@ -147,7 +147,7 @@ class Store:
         ``session_id`` defaults to a new uuid4. Raises :class:`Conflict` if a
         session with that id exists, :class:`ValidationError` on bad arguments.
         """
-        return self.run(sessions.create(self._size, title, session_id, metadata)).record
+        return self._run(sessions.create(self._size, title, session_id, metadata)).record
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """Return the session, or None if there is none with that id."""
@@ -172,11 +172,11 @@ class Store:
 
         Raises :class:`SessionNotFound` if there is no such session.
         """
-        return self.run(sessions.update(self._size, session_id, title, metadata)).record
+        return self._run(sessions.update(self._size, session_id, title, metadata)).record
 
     def delete_session(self, session_id: str) -> bool:
         """Delete a session with its messages, contexts and tasks. False if there was none."""
-        return self.run(sessions.delete(session_id, SESSION_PARTS)).record
+        return self._run(sessions.delete(session_id, SESSION_PARTS)).record
 
     # -- messages -------------------------------------------------------------
 
@@ -196,7 +196,7 @@ class Store:
         :class:`TooLarge` over ``max_message_size``, :class:`ValidationError`
         for anything else malformed.
         """
-        return self.run(messages.create(self._size, data)).record
+        return self._run(messages.create(self._size, data)).record
 
     def get_message(self, message_uuid: str) -> dict[str, Any] | None:
         """Return the message with this uuid (one index lookup), or None."""
@@ -258,7 +258,7 @@ class Store:
         other field is stored as given. The returned card has ``id``,
         ``agent_id`` (the same), ``created_at`` and ``updated_at``.
         """
-        return self.run(agents.upsert(self._size, card)).record
+        return self._run(agents.upsert(self._size, card)).record
 
     def get_agent_card(self, agent_id: str) -> dict[str, Any] | None:
         """Return the agent card, or None."""
@@ -273,7 +273,7 @@ class Store:
 
     def delete_agent_card(self, agent_id: str) -> bool:
         """Delete an agent card; False if there was none. Its messages stay."""
-        return self.run(agents.delete(agent_id)).record
+        return self._run(agents.delete(agent_id)).record
 
     # -- shared contexts -----------------------------------------------------------
 
@@ -284,7 +284,7 @@ class Store:
 
         Raises :class:`SessionNotFound`, or :class:`Conflict` if the id exists.
         """
-        return self.run(contexts.create(self._size, session_id, data, context_id)).record
+        return self._run(contexts.create(self._size, session_id, data, context_id)).record
 
     def get_shared_context(self, context_id: str) -> dict[str, Any] | None:
         """Return the shared context, or None."""
@@ -306,11 +306,11 @@ class Store:
         With ``expected_version``, raises :class:`Conflict` (writing nothing)
         unless the stored version equals it. Raises :class:`NotFound` if absent.
         """
-        return self.run(contexts.update(self._size, context_id, data, expected_version)).record
+        return self._run(contexts.update(self._size, context_id, data, expected_version)).record
 
     def delete_shared_context(self, context_id: str) -> bool:
         """Delete a shared context; False if there was none."""
-        return self.run(contexts.delete(context_id)).record
+        return self._run(contexts.delete(context_id)).record
 
     # -- A2A tasks ---------------------------------------------------------------------
 
@@ -320,7 +320,7 @@ class Store:
         ``id`` defaults to a uuid4; ``status.state`` to ``submitted``.
         Raises :class:`SessionNotFound`, :class:`Conflict` for an existing id.
         """
-        return self.run(tasks.create(self._size, task)).record
+        return self._run(tasks.create(self._size, task)).record
 
     def get_task(self, task_id: str) -> dict[str, Any] | None:
         """Return the task, or None."""
@@ -343,7 +343,7 @@ class Store:
         and :class:`InvalidTransition` if the task is already in a terminal
         state (completed, canceled, failed, rejected).
         """
-        return self.run(tasks.update(self._size, task_id, state, status_message, artifacts, metadata)).record
+        return self._run(tasks.update(self._size, task_id, state, status_message, artifacts, metadata)).record
 
     def list_tasks(
         self, context_id: str | None = None, state: str | None = None, limit: int = 50, cursor: str | None = None
@@ -376,11 +376,11 @@ class Store:
 
     def save_connection(self, pid: str, state: dict[str, Any]) -> None:
         """Store the recoverable state of a client connection under its private id."""
-        self.run(events.save_connection(pid, state))
+        self._run(events.save_connection(pid, state))
 
     def take_connection(self, pid: str) -> dict[str, Any] | None:
         """Remove and return the state saved under *pid* (None if there is none)."""
-        return self.run(events.take_connection(pid)).record
+        return self._run(events.take_connection(pid)).record
 
     def expire_connections(self, now: float, orphan_expiry: float | None = None) -> int:
         """Delete saved connections whose ``expires_at`` is before *now*; return how many.
@@ -388,13 +388,13 @@ class Store:
         With *orphan_expiry*, connections saved while connected (``expires_at``
         None: their server stopped without seeing them go) expire then.
         """
-        return self.run(events.expire_connections(now, orphan_expiry)).record
+        return self._run(events.expire_connections(now, orphan_expiry)).record
 
     # -- setup and operations ---------------------------------------------------------------
 
     def init_database(self) -> None:
         """Create the default agent cards and the default session, once."""
-        self.run(init_op())
+        self._run(init_op())
 
     def stats(self) -> dict[str, Any]:
         """Counts of every kind of record, the format version and the sizes of the database."""
