@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -16,6 +18,8 @@ from .store import Store, open_store
 from .store.backup import restore as restore_backup
 
 DEFAULT_DB = "./chatmdb-data"
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _db_option = click.option(
     "--db",
@@ -37,6 +41,22 @@ _durability_option = click.option(
     show_default="full",
     help="full: fsync every commit (survives power loss); process: survives a process crash.",
 )
+
+
+def _limit_options(command: F) -> F:
+    """A flag for each of the gateway's limits, named, typed and described by :class:`Limits`."""
+    from .gateway.guard import Limits
+
+    for limit in reversed(dataclasses.fields(Limits)):
+        command = click.option(
+            "--" + limit.name.replace("_", "-"),
+            limit.name,
+            type=int if limit.type in ("int", int) else float,
+            default=limit.default,
+            show_default=True,
+            help=limit.metadata["help"],
+        )(command)
+    return command
 
 
 def _open(db_path: str, backend: str, durability: str = "full") -> Store:
@@ -61,7 +81,23 @@ def main() -> None:
 @_backend_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--token", default=lambda: os.environ.get("CHATMDB_TOKEN"), help="Require this token ($CHATMDB_TOKEN).")
+@click.option(
+    "--token",
+    default=lambda: os.environ.get("CHATMDB_TOKEN"),
+    help="Require this token ($CHATMDB_TOKEN). On the command line other local users can read it: prefer the variable or --token-file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the token from this file (its first line).",
+)
+@click.option(
+    "--allowed-hosts",
+    default=None,
+    help="Comma-separated Host names to serve ('*' for any). Default: any with a token, loopback names without.",
+)
+@_limit_options
 @_durability_option
 @click.option(
     "--recovery-window",
@@ -77,16 +113,32 @@ def serve(
     host: str,
     port: int,
     token: str | None,
+    token_file: Path | None,
+    allowed_hosts: str | None,
     durability: str,
     recovery_window: float,
     log_level: str,
+    **limits: Any,
 ) -> None:
     """Serve the Socket.IO gateway and HTTP API on an embedded database.
 
     Example: chatmdb serve --db ./chatmdb-data --port 8000
     """
+    from .gateway import Limits
     from .gateway import serve as run_server
 
+    context = click.get_current_context()
+    if token and context.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
+        click.echo("warning: a --token on the command line is visible to other local users (ps); "
+                   "use CHATMDB_TOKEN or --token-file", err=True)
+    if token_file is not None:
+        token = token_file.read_text().splitlines()[0].strip() if token_file.read_text().strip() else None
+        if not token:
+            raise click.BadParameter("the token file is empty", param_hint="--token-file")
+    try:
+        gateway_limits = Limits(**limits)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
     run_server(
         db_path=db_path,
         backend=backend,
@@ -96,6 +148,8 @@ def serve(
         durability=durability,
         recovery_window=recovery_window,
         log_level=log_level,
+        limits=gateway_limits,
+        allowed_hosts=None if allowed_hosts is None else [h.strip() for h in allowed_hosts.split(",") if h.strip()],
     )
 
 

@@ -1,5 +1,5 @@
 // Connection state recovery with the official client.
-// Usage: node recovery.mjs URL SESSION_ID [TOKEN]
+// Usage: node recovery.mjs URL SESSION_ID [TOKEN]   (CHATMDB_TRANSPORT=polling for long-polling)
 // Prints {"phase":"away"} when its transport is closed and the missed messages are sent,
 // waits for a line on stdin (the test may restart the server meanwhile), reconnects,
 // and prints one JSON object with what it saw.
@@ -7,6 +7,7 @@ import { createInterface } from "node:readline";
 import { connect, deadline, run, waitUntil } from "./_common.mjs";
 
 const [url, sid, token] = process.argv.slice(2);
+const transports = [process.env.CHATMDB_TRANSPORT || "websocket"];
 
 function nextLine() {
   const rl = createInterface({ input: process.stdin });
@@ -17,7 +18,7 @@ run(async () => {
   const results = {};
   deadline(60000, results);
   // No automatic reconnection: the scenario decides when to come back.
-  const subject = await connect(url, token, { reconnection: false, transports: ["websocket"] });
+  const subject = await connect(url, token, { reconnection: false, transports });
   const sender = await connect(url, token, { transports: ["websocket"] });
   const seen = [];
   subject.on("message", (message, offset) => seen.push({ seq: message.seq, content: message.content, offset: offset ?? null }));

@@ -9,9 +9,12 @@ a store and runs the app under uvicorn. The modules, each with one job:
 * :mod:`.http`: the HTTP API (its table is there);
 * :mod:`.recovery`: connection state recovery, kept in the store;
 * :mod:`.packets`: malformed Socket.IO packets, answered rather than logged;
+* :mod:`.guard`: the limits that keep one client from hurting the others;
+* :mod:`.middleware`: ASGI middleware (Host names, body size, abandoned polls, log redaction);
 * :mod:`.app`: the app assembled, and the server.
 """
 
 from .app import Gateway, GatewayApp, create_app, serve
+from .guard import Limits
 
-__all__ = ["Gateway", "GatewayApp", "create_app", "serve"]
+__all__ = ["Gateway", "GatewayApp", "Limits", "create_app", "serve"]

@@ -17,7 +17,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from socketio import packet
@@ -31,19 +31,27 @@ __all__ = ["GuardedServer", "Limits"]
 logger = logging.getLogger("chatmdb.gateway")
 
 
+def _limit(default: int | float, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Limits:
-    """The gateway's limits; the README's security section says what each protects."""
+    """The gateway's limits, each protecting the other clients from one.
 
-    max_connections: int = 10_000  # engine.io connections at once; the next handshake is refused
-    connect_timeout: float = 20.0  # seconds a transport may stay without connecting to namespace "/"
-    max_auth_failures: int = 3  # refused CONNECTs on one transport before it is closed
-    max_rooms: int = 1_000  # sessions one connection may be in at once
-    events_per_second: float = 500.0  # sustained events of one connection...
-    event_burst: int = 1_000  # ...and how many it may send at once
-    max_unsent_bytes: int = 16 << 20  # bytes queued for a client that does not read them; then it is dropped
-    max_attachments: int = 10  # binary attachments one packet may announce (chatmdb's events take none)
-    max_attachment_bytes: int = 1 << 20  # bytes of one packet's binary attachments
+    ``chatmdb serve`` has a flag for each (``--max-connections`` ...), and
+    ``/metrics`` counts each time one is reached (``chatmdb_limits_reached_total``).
+    """
+
+    max_connections: int = _limit(10_000, "Engine.IO connections at once; the next handshake is refused.")
+    connect_timeout: float = _limit(20.0, "Seconds a transport may stay open without connecting to namespace /.")
+    max_auth_failures: int = _limit(3, "Refused CONNECTs (a wrong token) on one transport before it is closed.")
+    max_rooms: int = _limit(1_000, "Sessions one connection may be in at once; joining another is rate_limited.")
+    events_per_second: float = _limit(500.0, "Events one connection may send per second, sustained...")
+    event_burst: int = _limit(1_000, "...and at once; past them an event is answered rate_limited.")
+    max_unsent_bytes: int = _limit(16 << 20, "Bytes queued for a client that does not read; past them it is dropped (it can recover).")
+    max_attachments: int = _limit(10, "Binary attachments one packet may announce (chatmdb's events take none).")
+    max_attachment_bytes: int = _limit(1 << 20, "Bytes of one packet's binary attachments.")
 
     def __post_init__(self) -> None:
         whole = ("max_connections", "max_auth_failures", "max_rooms", "event_burst", "max_unsent_bytes")
@@ -279,11 +287,17 @@ class GuardedServer(RecoveringServer):
         return False
 
     def recoverable(self, eio_sid: str, reason: Any) -> bool:
+        # As the JavaScript server decides: only a Socket.IO DISCONNECT packet
+        # is a goodbye. python-engineio reports a client's engine.io close
+        # (what the JS client sends when its polling transport is closed) as
+        # a client disconnect too, but that is a lost transport.
         if eio_sid in self._goodbyes:
             return False
         if eio_sid in self._dropped:
-            return True
-        return super().recoverable(eio_sid, reason)
+            return True  # closed for not reading: it may come back and catch up
+        if reason == self.reason.SERVER_DISCONNECT:
+            return self.shutting_down
+        return True
 
     async def _handle_disconnect(self, eio_sid: str, namespace: str | None, reason: Any = None) -> None:
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
