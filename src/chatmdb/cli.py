@@ -97,6 +97,12 @@ def main() -> None:
     default=None,
     help="Comma-separated Host names to serve ('*' for any). Default: any with a token, loopback names without.",
 )
+@click.option(
+    "--ws-deflate/--no-ws-deflate",
+    default=False,
+    show_default=True,
+    help="WebSocket per-message compression: saves bytes on large frames, costs CPU on every frame.",
+)
 @_limit_options
 @_durability_option
 @click.option(
@@ -115,6 +121,7 @@ def serve(
     token: str | None,
     token_file: Path | None,
     allowed_hosts: str | None,
+    ws_deflate: bool,
     durability: str,
     recovery_window: float,
     log_level: str,
@@ -149,6 +156,7 @@ def serve(
         recovery_window=recovery_window,
         log_level=log_level,
         limits=gateway_limits,
+        ws_deflate=ws_deflate,
         allowed_hosts=None if allowed_hosts is None else [h.strip() for h in allowed_hosts.split(",") if h.strip()],
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import select
 import shutil
 import signal
@@ -29,12 +30,20 @@ def _session(server: Server) -> str:
         return str(response.json()["id"])
 
 
-def run_recovery_js(server: Server, session_id: str, meanwhile: Callable[[], None]) -> dict[str, Any]:
-    """Run recovery.mjs; call *meanwhile* while its transport is closed; return what it saw."""
+def run_recovery_js(
+    server: Server, session_id: str, meanwhile: Callable[[], None], env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run recovery.mjs; call *meanwhile* while its transport is closed; return what it saw.
+
+    *env* is added to node's environment (``CHATMDB_TRANSPORT=polling`` for long-polling).
+    """
     node = shutil.which("node")
     assert node is not None, "node is not installed"
     args = [node, str(JS_DIR / "recovery.mjs"), server.url, session_id] + ([server.token] if server.token else [])
-    proc = subprocess.Popen(args, cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child_env = None if env is None else {**os.environ, **env}
+    proc = subprocess.Popen(
+        args, cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env
+    )
     try:
         assert proc.stdout is not None and proc.stdin is not None
         ready, _, _ = select.select([proc.stdout], [], [], STEP_TIMEOUT)
@@ -67,6 +76,13 @@ def _check_recovered(r: dict[str, Any]) -> None:
 
 def test_js_client_recovers_after_transport_close(server: Server) -> None:
     _check_recovered(run_recovery_js(server, _session(server), lambda: None))
+
+
+def test_js_client_on_polling_recovers_after_closing_its_transport(server: Server) -> None:
+    # socket.io.engine.close() on long-polling sends an engine.io close packet,
+    # which python-engineio reports as a client disconnect: it is still a lost
+    # transport (no Socket.IO DISCONNECT), so the client must be recovered.
+    _check_recovered(run_recovery_js(server, _session(server), lambda: None, env={"CHATMDB_TRANSPORT": "polling"}))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import signal
 import socket
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from types import FrameType
 
@@ -223,6 +225,10 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def _fastest_loop() -> str:
+    return "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+
+
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     # uvicorn re-raises the signal it shut down on, after restoring the handler
     # it found; with the default handler the process would die of SIGTERM after
@@ -242,6 +248,7 @@ def serve(
     log_level: str = "info",
     limits: Limits | None = None,
     allowed_hosts: Sequence[str] | None = None,
+    ws_deflate: bool = False,
 ) -> None:
     """Open the store at *db_path* and serve the gateway on it until SIGINT or SIGTERM.
 
@@ -251,6 +258,9 @@ def serve(
     """
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
+    # uvicorn deprecates its "websockets" protocol for "websockets-sansio",
+    # which measured slower here (BENCHMARKS.md); keep it while it is there.
+    warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated")
     store = open_store(db_path, backend=backend, durability=durability)
     try:
         store.init_database()
@@ -270,6 +280,13 @@ def serve(
             lifespan="on",
             # uvicorn's own websocket frame limit must not undercut engine.io's.
             ws_max_size=max(16 * 1024 * 1024, app.gateway.max_http_buffer_size + 64 * 1024),
+            # Measured on this workload (BENCHMARKS.md): uvloop and httptools
+            # cut the CPU of every frame; per-message deflate costs more CPU
+            # than it saves bytes on chat frames of a few hundred bytes.
+            loop=_fastest_loop(),
+            http="httptools" if importlib.util.find_spec("httptools") else "h11",
+            ws="websockets",
+            ws_per_message_deflate=ws_deflate,
             timeout_graceful_shutdown=int(SHUTDOWN_DRAIN_SECONDS),
         )
         # uvicorn's access log prints each request's query string, and a
