@@ -73,7 +73,6 @@ class Memory:
 
     def check(self, bound: int) -> None:
         grown = self.growth()
-        print("GROWTH", grown / MiB, self.peak_reset)
         assert grown < bound, f"the server grew by {grown / MiB:.1f} MiB (bound {bound / MiB:.0f} MiB)"
 
 
@@ -306,7 +305,6 @@ async def test_binary_packet_announcing_countless_attachments_is_closed_at_once(
         # A BINARY_EVENT announcing 99,999,999 attachments, then 4 MiB frames as its attachments.
         await raw.send('4599999999-["send_message",{"_placeholder":true,"num":0}]')
         sent, close = await _send_until_closed(raw, b"\x00" * (4 * MiB), 30)
-    print("SENT", sent, close)
     assert close is not None and close.type is aiohttp.WSMsgType.CLOSE, (
         f"the server did not close the connection (sent {sent} frames of 4 MiB; {close})"
     )
@@ -335,7 +333,6 @@ async def test_small_binary_event_gets_an_invalid_ack(io_server: Server, sio_cli
     ack = await client.call("list_agents", b"\x00\x01binary")
     assert ack["ok"] is False and ack["error"]["code"] == "invalid", ack
     ack = await client.call("get_session", {"session_id": b"not text"})
-    print("ACK", ack)
     assert ack["ok"] is False and ack["error"]["code"] == "invalid", ack
     # The connection is still usable.
     assert isinstance(await client.ok("list_agents", {}), list)
@@ -371,27 +368,46 @@ SENT_MESSAGES = 200
 CONTENT_BYTES = 50_000
 
 
+async def _join_and_stop_reading(stack: contextlib.AsyncExitStack, server: Server, session_id: str) -> RawSocket:
+    raw = await stack.enter_async_context(raw_socket(server))
+    await raw.connect()
+    joined = await raw.call(0, "join", {"session_id": session_id})
+    assert joined["ok"] is True, joined
+    return raw  # and it reads nothing more: aiohttp stops reading its socket, TCP pushes back
+
+
+async def _send_big_messages(sender: Client, session_id: str, count: int) -> list[Any]:
+    acks = []
+    for i in range(count):
+        content = f"{i:04d}" + "y" * CONTENT_BYTES
+        acks.append(await sender.call("send_message", {"session_id": session_id, "content": content}))
+    # The sender is not hurt: every write acked, in order.
+    assert all(ack.get("ok") is True for ack in acks), [a for a in acks if not a.get("ok")][:1]
+    assert [ack["data"]["seq"] for ack in acks] == list(range(1, count + 1))
+    return acks
+
+
+async def _read_until_closed(raw: RawSocket) -> tuple[int, aiohttp.WSMessage]:
+    """Read what is left for a client (bounded); return how many message events it held, and the close."""
+    events = 0
+    deadline = time.monotonic() + STEP
+    while time.monotonic() < deadline:
+        message = await asyncio.wait_for(raw.ws.receive(), STEP)
+        if message.type is not aiohttp.WSMsgType.TEXT:
+            return events, message
+        events += message.data.startswith('42["message",')
+    raise AssertionError(f"the server did not close the connection of a dropped client ({events} events read)")
+
+
 async def test_clients_that_never_read_are_dropped(tmp_path: Path, sio_clients: SioClients) -> None:
     server = start_server(tmp_path, "lmdb", args=("--max-unsent-bytes", str(MiB)))
     try:
         session_id = _new_session(server)
         async with contextlib.AsyncExitStack() as stack:
-            slow: list[RawSocket] = []
-            for i in range(SLOW_CLIENTS):
-                raw = await stack.enter_async_context(raw_socket(server))
-                await raw.connect()
-                joined = await raw.call(i, "join", {"session_id": session_id})
-                assert joined["ok"] is True, joined
-                slow.append(raw)  # and never read again
+            slow = [await _join_and_stop_reading(stack, server, session_id) for _ in range(SLOW_CLIENTS)]
             memory = Memory(server.proc.pid)
             sender = await sio_clients(server, transports=["websocket"])
-            acks = []
-            for i in range(SENT_MESSAGES):
-                content = f"{i:04d}" + "y" * CONTENT_BYTES
-                acks.append(await sender.call("send_message", {"session_id": session_id, "content": content}))
-            # The sender is not hurt: every write acked, in order.
-            assert all(ack.get("ok") is True for ack in acks), [a for a in acks if not a.get("ok")][:1]
-            assert [ack["data"]["seq"] for ack in acks] == list(range(1, SENT_MESSAGES + 1))
+            await _send_big_messages(sender, session_id, SENT_MESSAGES)
             await _wait_for_metric(
                 server,
                 lambda text: _metric(text, "chatmdb_limits_reached_total", '{limit="unsent_bytes"}') >= SLOW_CLIENTS,
@@ -403,6 +419,11 @@ async def test_clients_that_never_read_are_dropped(tmp_path: Path, sio_clients: 
             await _wait_for_metric(
                 server, lambda text: _metric(text, "chatmdb_connected_clients") == 1, "one client connected"
             )
+            for raw in slow:
+                # Reading again, a dropped client finds part of the stream, then the server's close.
+                events, close = await _read_until_closed(raw)
+                assert close.type is aiohttp.WSMsgType.CLOSE, close
+                assert events < SENT_MESSAGES
         # The server is healthy: a fresh client catches up with what it missed.
         fresh = await sio_clients(server, transports=["websocket"])
         caught_up = await fresh.ok("join", {"session_id": session_id, "after_seq": SENT_MESSAGES - 10})
@@ -413,6 +434,31 @@ async def test_clients_that_never_read_are_dropped(tmp_path: Path, sio_clients: 
         await sender.sio.disconnect()
     finally:
         stop_and_check(server)
+
+
+async def test_a_dropped_client_that_closes_without_reading_is_not_a_crash(
+    tmp_path: Path, sio_clients: SioClients
+) -> None:
+    # A client dropped for not reading that then closes its WebSocket (the usual
+    # end of a stalled tab or agent): its close must not be logged as a crash.
+    server = start_server(tmp_path, "lmdb", args=("--max-unsent-bytes", str(MiB)))
+    try:
+        session_id = _new_session(server)
+        async with contextlib.AsyncExitStack() as stack:
+            raw = await _join_and_stop_reading(stack, server, session_id)
+            sender = await sio_clients(server, transports=["websocket"])
+            await _send_big_messages(sender, session_id, SENT_MESSAGES)
+            await _wait_for_metric(
+                server,
+                lambda text: _metric(text, "chatmdb_limits_reached_total", '{limit="unsent_bytes"}') >= 1,
+                "the client dropped for unsent bytes",
+            )
+            # A normal close handshake, without reading what is left (bounded by ws_close).
+            await raw.ws.close()
+        _assert_alive(server)
+        await sender.sio.disconnect()
+    finally:
+        stop_and_check(server)  # no traceback in the server log
 
 
 # -- 5. replays are read off the event loop and sent in slices --------------------------------------------
@@ -509,7 +555,6 @@ async def test_recoveries_do_not_hold_up_other_clients(tmp_path: Path, sio_clien
             offsets = [int(o) for o in r.replayed]
             assert offsets == sorted(set(offsets)) and offsets[-1] == last_offset
         last_done = max(r.done_at for r in recoveries)
-        print("TIMES", probe_at - started, sorted(r.done_at - started for r in recoveries))
         assert started < probe_at < last_done, (
             f"the probe's ack came {probe_at - started:.3f} s in, the last recovery ended {last_done - started:.3f} s in"
         )

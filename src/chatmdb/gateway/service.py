@@ -76,6 +76,8 @@ class ChatService:
         self.metrics = metrics
         self._broadcaster = broadcaster
         self._in_flight = _InFlight()
+        # Bound once: a labelled child costs a dict lookup and a lock per call.
+        self._written = {via: metrics.messages_written.labels(via) for via in ("socketio", "http")}
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -161,7 +163,8 @@ class ChatService:
         with self._in_flight:
             message, created, offset = await self.store.aio.create_message_outcome(record)
             if created:
-                self.metrics.messages_written.labels(via).inc()
+                written = self._written.get(via) or self.metrics.messages_written.labels(via)
+                written.inc()
                 await self._broadcast("message", message, message["session_id"], offset, origin)
         return message, created
 

@@ -33,7 +33,7 @@ class AsyncStore:
         writer = store._writer_here()
         if writer is None:
             return await asyncio.to_thread(store._run, op)
-        outcome: WriteOutcome[T] = await asyncio.wrap_future(writer.submit(op))
+        outcome: WriteOutcome[T] = await writer.submit_async(op)
         return outcome
 
     # -- writes that log a room event: the record, or the whole outcome ------------

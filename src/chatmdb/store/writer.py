@@ -13,6 +13,8 @@ transaction so that only the culprit fails.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -64,6 +66,48 @@ class _Waiter:
         return self._value
 
 
+class _LoopWaiter:
+    """A result for a coroutine: an asyncio future of *loop*, settled on that loop.
+
+    The writer settles every such waiter of a batch with one
+    ``call_soon_threadsafe`` per loop, rather than one thread-safe hand-off
+    (a concurrent Future chained to an asyncio one) per caller.
+    """
+
+    __slots__ = ("error", "future", "loop", "value")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        self.loop = loop
+        self.future = future
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def set_running_or_notify_cancel(self) -> bool:
+        return not self.future.cancelled()  # a caller that gave up before its write began: skip it
+
+    def set_result(self, value: Any) -> None:
+        self.value = value
+
+    def set_exception(self, error: BaseException) -> None:
+        self.error = error
+
+    def settle(self) -> None:
+        if self.future.cancelled():
+            return  # committed all the same; nobody is waiting for the answer
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.value)
+
+
+def _settle_all(waiters: list[_LoopWaiter]) -> None:
+    for waiter in waiters:
+        waiter.settle()
+
+
+Waiter = Future[Any] | _Waiter | _LoopWaiter
+
+
 class GroupCommitWriter:
     """Owns the write transactions of one store in one process."""
 
@@ -83,13 +127,20 @@ class GroupCommitWriter:
         self._enqueue(op, future)
         return future
 
+    def submit_async(self, op: Op) -> asyncio.Future[Any]:
+        """Queue *op* from a coroutine; the returned future of the running loop resolves after its batch commits."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._enqueue(op, _LoopWaiter(loop, future))
+        return future
+
     def run(self, op: Op) -> Any:
         """Queue *op* and wait for its result (or its error) in this thread."""
         waiter = _Waiter()
         self._enqueue(op, waiter)
         return waiter.result()
 
-    def _enqueue(self, op: Op, future: Future[Any] | _Waiter) -> None:
+    def _enqueue(self, op: Op, future: Waiter) -> None:
         with self._lock:
             if self._closed:
                 raise StoreClosed("the store is closed")
@@ -117,9 +168,9 @@ class GroupCommitWriter:
                 if self._on_commit is not None:
                     self._on_commit(len(batch), time.perf_counter() - started)
 
-    def _gather(self, item: Any, previous: int) -> tuple[list[tuple[Op, Future[Any] | _Waiter]], bool]:
+    def _gather(self, item: Any, previous: int) -> tuple[list[tuple[Op, Waiter]], bool]:
         """Collect a batch starting with *item*; return it and whether to stop after it."""
-        batch: list[tuple[Op, Future[Any] | _Waiter]] = []
+        batch: list[tuple[Op, Waiter]] = []
         deadline = None
         while True:
             if item is _STOP:
@@ -154,7 +205,7 @@ class GroupCommitWriter:
             except queue.Empty:
                 return batch, False
 
-    def _commit(self, batch: list[tuple[Op, Future[Any] | _Waiter]]) -> None:
+    def _commit(self, batch: list[tuple[Op, Waiter]]) -> None:
         def run_all(txn: WriteTxn) -> list[tuple[bool, Any]]:
             outcomes: list[tuple[bool, Any]] = []
             for op, _ in batch:
@@ -176,11 +227,17 @@ class GroupCommitWriter:
                 # time), so each is tried alone: only the culprit fails, and a
                 # real engine failure (a full disk) still fails each in turn.
                 outcomes = [self._run_one(op) for op, _ in batch]
+        on_loops: dict[asyncio.AbstractEventLoop, list[_LoopWaiter]] = {}
         for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
             if ok:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+            if isinstance(future, _LoopWaiter):
+                on_loops.setdefault(future.loop, []).append(future)
+        for loop, waiters in on_loops.items():
+            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: nobody is waiting
+                loop.call_soon_threadsafe(_settle_all, waiters)
 
     def _run_one(self, op: Op) -> tuple[bool, Any]:
         try:
