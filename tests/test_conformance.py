@@ -646,3 +646,38 @@ def test_saved_connections(store: Store) -> None:
     assert store.take_connection("p2") is None
     with pytest.raises(ValidationError):
         store.save_connection("", {})
+
+
+async def test_events_after_is_the_store_wide_log_in_offset_order(store: Store) -> None:
+    a, b = store.create_session(), store.create_session()
+    m1 = await store.aio.create_message_outcome({"session_id": a["id"], "content": 1}, origin="sid-1")  # offset 1
+    ctx = await store.aio.create_shared_context_outcome(b["id"], {"v": 1}, origin="sid-2")  # 2
+    await store.aio.create_message_outcome({"session_id": b["id"], "content": 2})  # 3
+    await store.aio.update_shared_context_outcome(ctx.record["id"], {"v": 2}, origin="sid-3")  # 4
+    await store.aio.create_task_outcome({"context_id": a["id"]}, origin="sid-4")  # 5
+    events, last = store.events_after(0)
+    assert [(o, s, name, origin) for o, s, name, _, origin in events] == [
+        (1, a["id"], "message", "sid-1"),
+        (3, b["id"], "message", None),
+        (4, b["id"], "context_updated", "sid-3"),  # the older change of the context is superseded
+        (5, a["id"], "task_updated", "sid-4"),
+    ]
+    assert last == 5 and events[0][3] == m1.record and events[2][3]["data"] == {"v": 2}
+    page, last = store.events_after(0, limit=2)
+    assert [o for o, *_ in page] == [1, 2] and last == 2  # a page holds the first change of a context
+    assert store.events_after(2, limit=1)[1] == 3
+    assert store.events_after(5) == ([], 5)
+    store.delete_session(a["id"])
+    assert [o for o, *_ in store.events_after(0)[0]] == [3, 4]
+    assert store.verify()["ok"]
+    with pytest.raises(ValidationError):
+        store.events_after(-1)
+
+
+def test_verify_detects_a_missing_entry_of_the_store_wide_event_log(store: Store, session: dict[str, Any]) -> None:
+    add(store, session["id"], 2)
+    from chatmdb.store.schema import U64
+
+    store.engine.write(lambda txn: txn.delete("event_order", U64.pack(2)))
+    report = store.verify()
+    assert not report["ok"] and any("store-wide event log" in e for e in report["errors"])

@@ -28,7 +28,7 @@ def _digest(path: Path) -> dict[str, str]:
 
 
 def test_a_new_database_records_the_current_format(tmp_path: Path, backend: str) -> None:
-    assert chatmdb.FORMAT_VERSION == 2
+    assert chatmdb.FORMAT_VERSION == 3
     with open_store(tmp_path / "db", backend=backend) as store:
         assert store.stats()["format_version"] == chatmdb.FORMAT_VERSION
     with open_store(tmp_path / "db", backend=backend) as store:  # and reopens as it is
@@ -40,7 +40,7 @@ def test_a_format_1_database_is_migrated_on_open(tmp_path: Path, backend: str, c
     shutil.copytree(FIXTURES / f"format1-{backend}", path)
     with caplog.at_level(logging.WARNING, logger="chatmdb.store"), open_store(path, backend=backend) as store:
         assert store.format_version_found == 1
-        assert store.stats()["format_version"] == 2
+        assert store.stats()["format_version"] == chatmdb.FORMAT_VERSION
         assert store.verify()["ok"]
         chloe = store.get_agent_card("chloe")
         assert chloe is not None
@@ -55,9 +55,9 @@ def test_a_format_1_database_is_migrated_on_open(tmp_path: Path, backend: str, c
         assert store.get_shared_context("ctx-1") is not None and store.get_task("task-1") is not None
         # Numbering goes on where format 1 left it.
         assert store.create_message({"session_id": "format-1"})["seq"] == 4
-    assert any("from on-disk format 1 to 2" in r.getMessage() for r in caplog.records)
+    assert any(f"from on-disk format 1 to {chatmdb.FORMAT_VERSION}" in r.getMessage() for r in caplog.records)
     with open_store(path, backend=backend) as store:  # migrated once
-        assert store.format_version_found == 2
+        assert store.format_version_found == chatmdb.FORMAT_VERSION
 
 
 def test_a_newer_format_is_refused_and_nothing_is_written(tmp_path: Path, backend: str) -> None:

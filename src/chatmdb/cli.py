@@ -98,6 +98,13 @@ def main() -> None:
     help="Comma-separated Host names to serve ('*' for any). Default: any with a token, loopback names without.",
 )
 @click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    help="Worker processes on the port and database: a number, or 'auto' for one per core. "
+    "With more than one, Socket.IO is served over WebSocket only.",
+)
+@click.option(
     "--ws-deflate/--no-ws-deflate",
     default=False,
     show_default=True,
@@ -121,6 +128,7 @@ def serve(
     token: str | None,
     token_file: Path | None,
     allowed_hosts: str | None,
+    workers: str,
     ws_deflate: bool,
     durability: str,
     recovery_window: float,
@@ -142,6 +150,9 @@ def serve(
         token = token_file.read_text().splitlines()[0].strip() if token_file.read_text().strip() else None
         if not token:
             raise click.BadParameter("the token file is empty", param_hint="--token-file")
+    count = (os.cpu_count() or 1) if workers == "auto" else int(workers) if workers.isdigit() else 0
+    if count < 1:
+        raise click.BadParameter("a number >= 1, or auto", param_hint="--workers")
     try:
         gateway_limits = Limits(**limits)
     except ValueError as exc:
@@ -157,6 +168,7 @@ def serve(
         log_level=log_level,
         limits=gateway_limits,
         ws_deflate=ws_deflate,
+        workers=count,
         allowed_hosts=None if allowed_hosts is None else [h.strip() for h in allowed_hosts.split(",") if h.strip()],
     )
 

@@ -13,11 +13,16 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import os
+import secrets
 import signal
 import socket
+import time
 import warnings
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import socketio
 import uvicorn
@@ -27,13 +32,16 @@ from ..errors import ValidationError
 from ..metrics import Metrics
 from ..store import Store, open_store
 from .events import Events
+from .fanout import Fanout
 from .guard import GuardedServer, Limits
 from .http import create_http_app
-from .middleware import LOOPBACK_HOSTS, AllowedHosts, EndAbandonedPolls, LimitBody, RedactSid
+from .middleware import LOOPBACK_HOSTS, AllowedHosts, EndAbandonedPolls, LimitBody, RedactSid, WebSocketOnly
 from .packets import TolerantPacket
 from .service import ChatService
 
-__all__ = ["Gateway", "GatewayApp", "create_app", "serve"]
+__all__ = ["Gateway", "GatewayApp", "ServeOptions", "create_app", "serve"]
+
+logger = logging.getLogger("chatmdb.gateway")
 
 # Seconds serve() waits, at shutdown, for in-flight writes and then for clients to be disconnected.
 SHUTDOWN_DRAIN_SECONDS = 10.0
@@ -57,7 +65,11 @@ class Gateway:
         close_store: bool = False,
         limits: Limits | None = None,
         allowed_hosts: Sequence[str] | None = None,
+        workers: int = 1,
+        worker_index: int = 0,
     ) -> None:
+        if not isinstance(workers, int) or workers < 1 or not 0 <= worker_index < workers:
+            raise ValidationError("workers must be >= 1 and worker_index in 0..workers-1")
         if token is not None and (not isinstance(token, str) or not token):
             raise ValidationError("token must be a non-empty string or None")
         if not isinstance(recovery_window, (int, float)) or recovery_window < 0:
@@ -96,7 +108,14 @@ class Gateway:
             engineio_logger=False,
         )
         self.sio.packet_class = TolerantPacket
-        self.service = ChatService(store, self.metrics, self.sio)
+        self.workers = workers
+        self.fanout = None
+        if workers > 1:
+            self.fanout = Fanout(store, self.sio, index=worker_index, workers=workers)
+            # Engine.io sids name their worker ("1.Xk3..."), for operators and
+            # tests; the rest is as random as engine.io's own.
+            self.sio.eio.generate_id = lambda: f"{worker_index}.{secrets.token_urlsafe(12)}"
+        self.service = ChatService(store, self.metrics, self.sio, self.fanout)
         self.events = Events(self.service, self.sio)
         self.events.attach()
         self._drained = False
@@ -110,6 +129,8 @@ class Gateway:
     async def lifespan(self, app: object) -> AsyncIterator[None]:
         """The app's lifespan: adopt the recovery state a previous server left; at the end, shut down."""
         await self.sio.start_recovery()
+        if self.fanout is not None:
+            await self.fanout.start()
         yield
         await self.aclose()
 
@@ -125,6 +146,8 @@ class Gateway:
             return
         self._drained = True
         await self.service.drain(timeout)
+        if self.fanout is not None:
+            await self.fanout.stop()  # the events of the last writes reach this worker's clients
         # Let the handlers that just finished queue their acks before the close packets.
         await asyncio.sleep(0)
         # Clients of a server that stops see a lost transport: their state is
@@ -160,6 +183,8 @@ class GatewayApp:
         app: ASGIApp = LimitBody(
             EndAbandonedPolls(socketio.ASGIApp(gateway.sio, other_asgi_app=http)), gateway.max_http_buffer_size
         )
+        if gateway.workers > 1:
+            app = WebSocketOnly(app, gateway.workers)
         if gateway.allowed_hosts is not None:
             app = AllowedHosts(app, gateway.allowed_hosts)
         self._app = app
@@ -177,6 +202,8 @@ def create_app(
     close_store: bool = False,
     limits: Limits | None = None,
     allowed_hosts: Sequence[str] | None = None,
+    workers: int = 1,
+    worker_index: int = 0,
 ) -> GatewayApp:
     """Build the ASGI app: Socket.IO at ``/socket.io/``, the HTTP API everywhere else.
 
@@ -192,6 +219,10 @@ def create_app(
     :param limits: the per-connection and server-wide limits (default :class:`Limits()`).
     :param allowed_hosts: the Host names served (``*`` for any); by default
         any with a token, only loopback names without one.
+    :param workers: how many worker processes serve this database (see
+        :mod:`.fanout`); with more than one, room events go through the
+        store's event log and long-polling is refused.
+    :param worker_index: this worker's number, 0..workers-1.
     :returns: the ASGI application; its :class:`Gateway` is ``app.gateway``.
     :raises ValidationError: on bad arguments.
     """
@@ -203,6 +234,8 @@ def create_app(
         close_store=close_store,
         limits=limits,
         allowed_hosts=allowed_hosts,
+        workers=workers,
+        worker_index=worker_index,
     )
     return GatewayApp(gateway)
 
@@ -236,47 +269,74 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def serve(
-    *,
-    db_path: str,
-    backend: str = "lmdb",
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    token: str | None = None,
-    durability: str = "full",
-    recovery_window: float = 120.0,
-    log_level: str = "info",
-    limits: Limits | None = None,
-    allowed_hosts: Sequence[str] | None = None,
-    ws_deflate: bool = False,
-) -> None:
-    """Open the store at *db_path* and serve the gateway on it until SIGINT or SIGTERM.
+@dataclass(frozen=True)
+class ServeOptions:
+    """What :func:`serve` runs, as ``chatmdb serve`` takes it."""
+
+    db_path: str
+    backend: str = "lmdb"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    durability: str = "full"
+    recovery_window: float = 120.0
+    log_level: str = "info"
+    limits: Limits | None = None
+    allowed_hosts: Sequence[str] | None = None
+    ws_deflate: bool = False
+    workers: int = 1
+
+
+def serve(**options: Any) -> None:
+    """Open the store and serve the gateway on it until SIGINT or SIGTERM (options: :class:`ServeOptions`).
 
     On a signal: new writes are refused, writes in flight are committed and
     acked, clients are disconnected (they reconnect to the next server), then
-    the store is closed after its writer's last commit.
+    the store is closed after its writer's last commit. With ``workers`` > 1,
+    this process supervises that many worker processes on the same port and
+    database: it forwards the signal to each, and restarts one that dies.
     """
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_cleanly)
+    opts = ServeOptions(**options)
     # uvicorn deprecates its "websockets" protocol for "websockets-sansio",
     # which measured slower here (BENCHMARKS.md); keep it while it is there.
     warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated")
-    store = open_store(db_path, backend=backend, durability=durability)
+    if opts.workers == 1:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _exit_cleanly)
+        _serve_worker(opts, 0)
+    else:
+        _supervise(opts)
+
+
+def _serve_worker(opts: ServeOptions, index: int) -> None:
+    sockets = None
+    if opts.workers > 1:
+        # Every worker listens on the port itself; the kernel spreads new
+        # connections over them (SO_REUSEPORT).
+        family = socket.AF_INET6 if ":" in opts.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((opts.host, opts.port))
+        sockets = [sock]
+    store = open_store(opts.db_path, backend=opts.backend, durability=opts.durability)
     try:
         store.init_database()
         app = create_app(
             store,
-            token=token,
-            recovery_window=recovery_window,
+            token=opts.token,
+            recovery_window=opts.recovery_window,
             close_store=True,
-            limits=limits,
-            allowed_hosts=allowed_hosts,
+            limits=opts.limits,
+            allowed_hosts=opts.allowed_hosts,
+            workers=opts.workers,
+            worker_index=index,
         )
         config = uvicorn.Config(
             app,
-            host=host,
-            port=port,
-            log_level=log_level,
+            host=opts.host,
+            port=opts.port,
+            log_level=opts.log_level,
             lifespan="on",
             # uvicorn's own websocket frame limit must not undercut engine.io's.
             ws_max_size=max(16 * 1024 * 1024, app.gateway.max_http_buffer_size + 64 * 1024),
@@ -286,12 +346,79 @@ def serve(
             loop=_fastest_loop(),
             http="httptools" if importlib.util.find_spec("httptools") else "h11",
             ws="websockets",
-            ws_per_message_deflate=ws_deflate,
+            ws_per_message_deflate=opts.ws_deflate,
             timeout_graceful_shutdown=int(SHUTDOWN_DRAIN_SECONDS),
         )
         # uvicorn's access log prints each request's query string, and a
         # long-poll's names the engine.io sid: a credential.
         logging.getLogger("uvicorn.access").addFilter(RedactSid())
-        _Server(config, app.gateway).run()
+        _Server(config, app.gateway).run(sockets=sockets)
     finally:
         store.close()
+
+
+# Seconds to wait before restarting a worker that died, growing while workers die young.
+RESTART_BACKOFF = (0.1, 0.5, 2.0, 5.0)
+
+
+def _supervise(opts: ServeOptions) -> None:
+    """Run *opts.workers* worker processes; restart any that dies until a signal stops them all."""
+    if opts.port == 0:
+        raise ValidationError("several workers need a fixed port")
+    # The database is created (and migrated) once, here, before any worker
+    # opens it; no store or thread of this process survives into the forks.
+    with open_store(opts.db_path, backend=opts.backend, durability=opts.durability) as store:
+        store.init_database()
+    children: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(sig, _exit_cleanly)
+                _serve_worker(opts, index)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 0
+            except BaseException:
+                logger.exception("worker %d failed", index)
+            finally:
+                os._exit(code)
+        children[pid] = (index, time.monotonic())
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    for index in range(opts.workers):
+        spawn(index)
+    young_deaths = 0
+    failed = False
+    while children:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if pid not in children:
+            continue
+        index, started = children.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            failed = failed or code != 0
+            continue
+        young_deaths = young_deaths + 1 if time.monotonic() - started < 5 else 0
+        delay = RESTART_BACKOFF[min(young_deaths, len(RESTART_BACKOFF) - 1)]
+        logger.warning("worker %d (pid %d) exited with %d; restarting it in %.1f s", index, pid, code, delay)
+        time.sleep(delay)
+        if not stopping:
+            spawn(index)
+    if failed:
+        raise SystemExit(1)

@@ -4,7 +4,8 @@
 * :class:`LimitBody` bounds every request body while it is read, whatever its
   framing (a chunked body declares no length);
 * :class:`EndAbandonedPolls` ends an engine.io long-poll whose client went away;
-* :class:`RedactSid` keeps engine.io sids, which are credentials, out of access logs.
+* :class:`RedactSid` keeps engine.io sids, which are credentials, out of access logs;
+* :class:`WebSocketOnly` refuses engine.io long-polling when several workers serve the port.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["LOOPBACK_HOSTS", "AllowedHosts", "EndAbandonedPolls", "LimitBody", "RedactSid"]
+__all__ = ["LOOPBACK_HOSTS", "AllowedHosts", "EndAbandonedPolls", "LimitBody", "RedactSid", "WebSocketOnly"]
 
 LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
 
@@ -113,6 +114,28 @@ class LimitBody:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class WebSocketOnly:
+    """Refuse engine.io long-polling with a clear error: with several worker
+    processes on one port, the requests of one polling session would land on
+    workers that do not hold it (there is no sticky routing)."""
+
+    def __init__(self, app: ASGIApp, workers: int, path: str = "/socket.io/") -> None:
+        self.app = app
+        self.path = path
+        self.message = (
+            f"this server runs {workers} worker processes, which serve Socket.IO over WebSocket only: "
+            "connect with transports: ['websocket']"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.path) and b"transport=polling" in scope.get(
+            "query_string", b""
+        ):
+            await _refuse(send, 400, "invalid", self.message)
+            return
+        await self.app(scope, receive, send)
 
 
 _SID = re.compile(r"(?<=[?&]sid=)[^&\s]+")

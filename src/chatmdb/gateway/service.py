@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from ..errors import NotFound, StoreClosed
 from ..metrics import Metrics
 from ..store import Store
+from .fanout import Fanout
 
 __all__ = ["Broadcaster", "ChatService", "Record"]
 
@@ -71,10 +72,13 @@ class ChatService:
     the broadcast.
     """
 
-    def __init__(self, store: Store, metrics: Metrics, broadcaster: Broadcaster) -> None:
+    def __init__(self, store: Store, metrics: Metrics, broadcaster: Broadcaster, fanout: Fanout | None = None) -> None:
         self.store = store
         self.metrics = metrics
         self._broadcaster = broadcaster
+        # With several workers, every room event reaches clients through the
+        # store's event log (the fanout), in offset order, on every worker.
+        self._fanout = fanout
         self._in_flight = _InFlight()
         # Bound once: a labelled child costs a dict lookup and a lock per call.
         self._written = {via: metrics.messages_written.labels(via) for via in ("socketio", "http")}
@@ -161,7 +165,7 @@ class ChatService:
         metrics (``socketio``, ``http``). This method is a coroutine.
         """
         with self._in_flight:
-            message, created, offset = await self.store.aio.create_message_outcome(record)
+            message, created, offset = await self.store.aio.create_message_outcome(record, origin)
             if created:
                 written = self._written.get(via) or self.metrics.messages_written.labels(via)
                 written.inc()
@@ -173,7 +177,7 @@ class ChatService:
     ) -> Record:
         """Create a shared context and broadcast it. This method is a coroutine."""
         with self._in_flight:
-            context, _, offset = await self.store.aio.create_shared_context_outcome(session_id, data, context_id)
+            context, _, offset = await self.store.aio.create_shared_context_outcome(session_id, data, context_id, origin)
             await self._broadcast("context_updated", context, context["session_id"], offset, origin)
         return context
 
@@ -182,14 +186,16 @@ class ChatService:
     ) -> Record:
         """Replace a shared context's data and broadcast it. This method is a coroutine."""
         with self._in_flight:
-            context, _, offset = await self.store.aio.update_shared_context_outcome(context_id, data, expected_version)
+            context, _, offset = await self.store.aio.update_shared_context_outcome(
+                context_id, data, expected_version, origin
+            )
             await self._broadcast("context_updated", context, context["session_id"], offset, origin)
         return context
 
     async def create_task(self, task: Record, origin: str | None = None) -> Record:
         """Create an A2A task (its ``context_id`` names a session) and broadcast it. This method is a coroutine."""
         with self._in_flight:
-            created, _, offset = await self.store.aio.create_task_outcome(task)
+            created, _, offset = await self.store.aio.create_task_outcome(task, origin)
             await self._broadcast("task_updated", created, created["context_id"], offset, origin)
         return created
 
@@ -205,7 +211,7 @@ class ChatService:
         """Change a task and broadcast it. This method is a coroutine."""
         with self._in_flight:
             task, _, offset = await self.store.aio.update_task_outcome(
-                task_id, state=state, status_message=status_message, artifacts=artifacts, metadata=metadata
+                task_id, state=state, status_message=status_message, artifacts=artifacts, metadata=metadata, origin=origin
             )
             await self._broadcast("task_updated", task, task["context_id"], offset, origin)
         return task
@@ -214,6 +220,9 @@ class ChatService:
         self, event: str, data: Record, session_id: str, offset: int | None, origin: str | None
     ) -> None:
         """Send a room event to every client of a session but *origin*; *offset* is for recovery."""
+        if self._fanout is not None:
+            self._fanout.committed()
+            return
         try:
             await self._broadcaster.emit_room_event(event, data, session_id, offset, skip_sid=origin)
         except Exception:

@@ -4,7 +4,9 @@ Writes are queued to the store's group-commit writer and awaited, so the loop
 never blocks on a commit. Reads are microseconds and stay on the Store: call
 them directly. The ``*_outcome`` twins return a :class:`WriteOutcome`, which
 says whether the call created anything and the offset of the room event it
-logged, for callers that broadcast what was written (the gateway).
+logged, for callers that broadcast what was written (the gateway); their
+``origin`` (the client whose request it is) is kept with the event, so that
+whoever tails the event log (gateway workers) does not send it back to it.
 """
 
 from __future__ import annotations
@@ -38,16 +40,18 @@ class AsyncStore:
 
     # -- writes that log a room event: the record, or the whole outcome ------------
 
-    async def create_message_outcome(self, data: dict[str, Any]) -> WriteOutcome[dict[str, Any]]:
-        return await self.run(messages.create(self._store.max_message_size, data))
+    async def create_message_outcome(
+        self, data: dict[str, Any], origin: str | None = None
+    ) -> WriteOutcome[dict[str, Any]]:
+        return await self.run(messages.create(self._store.max_message_size, data, origin))
 
     async def create_message(self, data: dict[str, Any]) -> dict[str, Any]:
         return (await self.create_message_outcome(data)).record
 
     async def create_shared_context_outcome(
-        self, session_id: str, data: dict[str, Any], context_id: str | None = None
+        self, session_id: str, data: dict[str, Any], context_id: str | None = None, origin: str | None = None
     ) -> WriteOutcome[dict[str, Any]]:
-        return await self.run(contexts.create(self._store.max_message_size, session_id, data, context_id))
+        return await self.run(contexts.create(self._store.max_message_size, session_id, data, context_id, origin))
 
     async def create_shared_context(
         self, session_id: str, data: dict[str, Any], context_id: str | None = None
@@ -55,17 +59,18 @@ class AsyncStore:
         return (await self.create_shared_context_outcome(session_id, data, context_id)).record
 
     async def update_shared_context_outcome(
-        self, context_id: str, data: dict[str, Any], expected_version: int | None = None
+        self, context_id: str, data: dict[str, Any], expected_version: int | None = None, origin: str | None = None
     ) -> WriteOutcome[dict[str, Any]]:
-        return await self.run(contexts.update(self._store.max_message_size, context_id, data, expected_version))
+        size = self._store.max_message_size
+        return await self.run(contexts.update(size, context_id, data, expected_version, origin))
 
     async def update_shared_context(
         self, context_id: str, data: dict[str, Any], expected_version: int | None = None
     ) -> dict[str, Any]:
         return (await self.update_shared_context_outcome(context_id, data, expected_version)).record
 
-    async def create_task_outcome(self, task: dict[str, Any]) -> WriteOutcome[dict[str, Any]]:
-        return await self.run(tasks.create(self._store.max_message_size, task))
+    async def create_task_outcome(self, task: dict[str, Any], origin: str | None = None) -> WriteOutcome[dict[str, Any]]:
+        return await self.run(tasks.create(self._store.max_message_size, task, origin))
 
     async def create_task(self, task: dict[str, Any]) -> dict[str, Any]:
         return (await self.create_task_outcome(task)).record
@@ -77,8 +82,9 @@ class AsyncStore:
         status_message: Any = None,
         artifacts: list[Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        origin: str | None = None,
     ) -> WriteOutcome[dict[str, Any]]:
-        op = tasks.update(self._store.max_message_size, task_id, state, status_message, artifacts, metadata)
+        op = tasks.update(self._store.max_message_size, task_id, state, status_message, artifacts, metadata, origin)
         return await self.run(op)
 
     async def update_task(

@@ -18,7 +18,7 @@ from .rules import check_dict, check_id, check_int, now
 from .schema import U64x2, follow, load, log_event, next_number, public, put, session_prefix
 
 
-def create(size_limit: int, session_id: Any, data: Any, context_id: Any) -> Op[dict[str, Any]]:
+def create(size_limit: int, session_id: Any, data: Any, context_id: Any, origin: str | None = None) -> Op[dict[str, Any]]:
     skey = check_id(session_id, "session_id")
     check_dict(data, "data")
     if context_id is None:
@@ -35,12 +35,14 @@ def create(size_limit: int, session_id: Any, data: Any, context_id: Any) -> Op[d
         c = next_number(txn, "context")
         put(txn, "contexts", ckey, {"n": n, "c": c}, context)
         txn.put("session_contexts", U64x2.pack(n, c), ckey)
-        return done(dict(context), log_event(txn, n, "context_updated", ckey))
+        return done(dict(context), log_event(txn, n, "context_updated", ckey, origin))
 
     return op
 
 
-def update(size_limit: int, context_id: Any, data: Any, expected_version: Any) -> Op[dict[str, Any]]:
+def update(
+    size_limit: int, context_id: Any, data: Any, expected_version: Any, origin: str | None = None
+) -> Op[dict[str, Any]]:
     ckey = check_id(context_id, "context_id")
     check_dict(data, "data")
     if expected_version is not None:
@@ -60,7 +62,7 @@ def update(size_limit: int, context_id: Any, data: Any, expected_version: Any) -
             )
         context.update(data=data, version=context["version"] + 1, updated_at=now())
         put(txn, "contexts", ckey, internal, context)
-        return done(context, log_event(txn, internal["n"], "context_updated", ckey))
+        return done(context, log_event(txn, internal["n"], "context_updated", ckey, origin))
 
     return op
 

@@ -374,6 +374,18 @@ class Store:
         with self._read() as txn:
             return events.since(txn, rooms, after, limit)
 
+    def events_after(self, after: int, limit: int = 1000) -> tuple[list[events.TailEvent], int]:
+        """Room events of every session with offset > *after*, oldest first: the log gateway workers tail.
+
+        Returns ``([(offset, session_id, event, record, origin), ...], next_after)``;
+        pass *next_after* back to read on. Of several changes of one context or
+        task in a page, only the newest is returned, as it is now.
+        """
+        check_int(after, "after", 0, 2**63 - 1)
+        check_int(limit, "limit", 1, events.MAX_EVENTS_PAGE)
+        with self._read() as txn:
+            return events.tail(txn, after, limit)
+
     def save_connection(self, pid: str, state: dict[str, Any]) -> None:
         """Store the recoverable state of a client connection under its private id."""
         self._run(events.save_connection(pid, state))

@@ -18,7 +18,7 @@ from ..errors import ValidationError
 from . import codec, sessions
 from .ops import Op, WriteOutcome, done
 from .rules import MAX_OFFSET, check_dict, check_id, check_int
-from .schema import U64x2, load, put, read_counter, session_prefix
+from .schema import U64, U64x2, load, put, read_counter, session_prefix
 
 MAX_EVENTS_PAGE: Final = 100_000
 
@@ -26,6 +26,7 @@ MAX_EVENTS_PAGE: Final = 100_000
 EVENT_TABLES: Final = {"message": "messages", "context_updated": "contexts", "task_updated": "tasks"}
 
 Event = tuple[int, str, str, dict[str, Any]]  # (offset, session id, event name, record)
+TailEvent = tuple[int, str, str, dict[str, Any], str | None]  # ... and the origin
 
 
 def last_offset(txn: ReadTxn) -> int:
@@ -36,6 +37,7 @@ def delete_in_session(txn: WriteTxn, n: int) -> None:
     prefix = session_prefix(n)
     for key, _ in list(txn.range("events", prefix, prefix_end(prefix))):
         txn.delete("events", key)
+        txn.delete("event_order", key[8:])  # the offset half of n + e
 
 
 def check_since(session_ids: Any, after: Any, limit: Any) -> list[tuple[str, bytes]]:
@@ -81,6 +83,39 @@ def since(txn: ReadTxn, rooms: list[tuple[str, bytes]], after: int, limit: int) 
             break
         events.append((offset, session_id, name, codec.decode(current)[1]))
     return events, more
+
+
+def tail(txn: ReadTxn, after: int, limit: int) -> tuple[list[TailEvent], int]:
+    """Room events of every session with offset > *after*, oldest first, at most *limit*.
+
+    Returns the events and the offset to tail from next (the last one read,
+    even if its record was deleted since). Each event is ``(offset, session
+    id, name, record as it is now, origin)``; of several changes of one
+    context or task in the page, only the newest is returned.
+    """
+    rows: list[tuple[int, int, str, bytes, str | None]] = []
+    last = after
+    for key, raw in txn.range("event_order", U64.pack(after + 1), None):
+        n, name, ref, origin = codec.decode(raw)
+        last = U64.unpack(key)[0]
+        rows.append((last, n, name, ref, origin))
+        if len(rows) >= limit:
+            break
+    newest = {ref: offset for offset, _, name, ref, _ in rows if name != "message"}
+    out: list[TailEvent] = []
+    session_ids: dict[int, str | None] = {}
+    for offset, n, name, ref, origin in rows:
+        if name != "message" and newest[ref] != offset:
+            continue
+        if n not in session_ids:
+            sid = txn.get("session_order", U64.pack(n))
+            session_ids[n] = None if sid is None else sid.decode()
+        session_id = session_ids[n]
+        current = txn.get(EVENT_TABLES[name], ref)
+        if session_id is None or current is None:
+            continue  # deleted since
+        out.append((offset, session_id, name, codec.decode(current)[1], origin))
+    return out, last
 
 
 # -- connection state -----------------------------------------------------------------

@@ -33,7 +33,7 @@ from .schema import U64x2, agent_key, agent_prefix, follow, load, log_event, mes
 Page = list[dict[str, Any]] | dict[str, Any]
 
 
-def create(size_limit: int, data: Any) -> Op[dict[str, Any]]:
+def create(size_limit: int, data: Any, origin: str | None = None) -> Op[dict[str, Any]]:
     if not isinstance(data, dict):
         raise ValidationError(f"message data must be an object (dict), not {type(data).__name__}")
     codec.check_value(data, "message")
@@ -63,7 +63,7 @@ def create(size_limit: int, data: Any) -> Op[dict[str, Any]]:
         seq = session["message_count"] + 1
         message = {**fields, "seq": seq}
         mkey = message_key(n, seq)
-        g = log_event(txn, n, "message", mkey)
+        g = log_event(txn, n, "message", mkey, origin)
         put(txn, "messages", mkey, {"g": g}, message)
         txn.put("msg_uuid", ukey, mkey)
         if akey is not None:

@@ -18,7 +18,7 @@ from ..engines.base import Engine, ReadTxn, WriteTxn
 from ..errors import FormatError
 from . import agents, codec
 from .rules import now
-from .schema import FORMAT_KEY, FORMAT_VERSION, TABLES, U64, put
+from .schema import FORMAT_KEY, FORMAT_VERSION, TABLES, U64, U64x2, put
 
 __all__ = ["FORMAT_VERSION", "open_format", "read_format"]
 
@@ -64,8 +64,16 @@ def _v1_to_v2(txn: WriteTxn) -> None:
         put(txn, "agents", key, internal, {**card, "id": agent_id, "agent_id": agent_id})
 
 
+def _v2_to_v3(txn: WriteTxn) -> None:
+    # The store-wide event log, in offset order, from the per-session one.
+    for key, raw in list(txn.range("events", b"", None)):
+        n, e = U64x2.unpack(key)
+        name, ref = codec.decode(raw)
+        txn.put("event_order", U64.pack(e), codec.encode([n, name, ref, None]))
+
+
 # MIGRATIONS[v] turns format v into format v + 1.
-MIGRATIONS: Final[dict[int, Callable[[WriteTxn], None]]] = {1: _v1_to_v2}
+MIGRATIONS: Final[dict[int, Callable[[WriteTxn], None]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def open_format(engine: Engine) -> int:

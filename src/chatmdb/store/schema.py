@@ -20,6 +20,7 @@ session_contexts  n + c                               context id
 tasks             task id                             [{n, t}, task]
 task_index        kind (+ n) (+ state) + t            task id
 events            n + e                               [event name, record key]
+event_order       e                                   [n, event name, record key, origin]
 recovery          private connection id               [{}, connection state]
 ================  ==================================  ===============================
 
@@ -72,8 +73,9 @@ __all__ = [
 
 # The on-disk format this code writes. Version 1 recorded no version (it is
 # recognised by holding data without one); version 2 gave agent cards ``id``
-# and the old ``db.py`` fields. See :mod:`chatmdb.store.migrations`.
-FORMAT_VERSION: Final = 2
+# and the old ``db.py`` fields; version 3 added ``event_order``, the store-wide
+# log that gateway workers tail. See :mod:`chatmdb.store.migrations`.
+FORMAT_VERSION: Final = 3
 FORMAT_KEY: Final = b"format_version"
 
 # Every table, with what it holds; engines create them all when opening,
@@ -91,6 +93,7 @@ TABLES: Final[dict[str, str]] = {
     "tasks": "task id -> task record",
     "task_index": "kind + (session number) + (state) + status number -> task id",
     "events": "session number + event offset -> [event name, record key]",
+    "event_order": "event offset -> [session number, event name, record key, origin]",
     "recovery": "private connection id -> a disconnected client's rooms and data",
 }
 
@@ -203,8 +206,13 @@ def read_counter(txn: ReadTxn, counter: str) -> int:
     return U64.unpack(raw)[0] if raw else 0
 
 
-def log_event(txn: WriteTxn, n: int, name: str, ref: bytes) -> int:
-    """Log a room event of session *n* in this transaction; return its offset."""
+def log_event(txn: WriteTxn, n: int, name: str, ref: bytes, origin: str | None = None) -> int:
+    """Log a room event of session *n* in this transaction; return its offset.
+
+    *origin* names the client whose request caused it (a Socket.IO sid), which
+    is not sent the event: every gateway worker that tails the log skips it.
+    """
     e = next_number(txn, "event")
     txn.put("events", U64x2.pack(n, e), codec.encode([name, ref]))
+    txn.put("event_order", U64.pack(e), codec.encode([n, name, ref, origin]))
     return e

@@ -32,7 +32,7 @@ from .schema import (
 _SHAPES = (("artifacts", list), ("history", list), ("metadata", dict))
 
 
-def create(size_limit: int, task: Any) -> Op[dict[str, Any]]:
+def create(size_limit: int, task: Any, origin: str | None = None) -> Op[dict[str, Any]]:
     task = check_dict(task, "task")
     context_id = task.get("context_id")
     skey = check_id(context_id, "context_id")
@@ -67,12 +67,20 @@ def create(size_limit: int, task: Any) -> Op[dict[str, Any]]:
         put(txn, "tasks", tkey, {"n": n, "t": t}, record)
         for ikey in task_index_keys(n, state, t):
             txn.put("task_index", ikey, tkey)
-        return done(dict(record), log_event(txn, n, "task_updated", tkey))
+        return done(dict(record), log_event(txn, n, "task_updated", tkey, origin))
 
     return op
 
 
-def update(size_limit: int, task_id: Any, state: Any, status_message: Any, artifacts: Any, metadata: Any) -> Op[dict[str, Any]]:
+def update(
+    size_limit: int,
+    task_id: Any,
+    state: Any,
+    status_message: Any,
+    artifacts: Any,
+    metadata: Any,
+    origin: str | None = None,
+) -> Op[dict[str, Any]]:
     tkey = check_id(task_id, "task_id")
     if state is not None:
         check_state(state)
@@ -110,7 +118,7 @@ def update(size_limit: int, task_id: Any, state: Any, status_message: Any, artif
         for ikey in task_index_keys(n, new_state, t):
             txn.put("task_index", ikey, tkey)
         put(txn, "tasks", tkey, {"n": n, "t": t}, task)
-        return done(task, log_event(txn, n, "task_updated", tkey))
+        return done(task, log_event(txn, n, "task_updated", tkey, origin))
 
     return op
 

@@ -104,6 +104,14 @@ class Verifier:
                     e(f"message event {U64x2.unpack(ekey)[1]} points at no message")
         if message_events != self.checked.get("messages", 0):
             e(f"{message_events} message events for {self.checked.get('messages', 0)} messages")
+        ordered = 0
+        for okey, (n, name, ref, _origin) in self._records(txn, "event_order"):
+            ordered += 1
+            logged = txn.get("events", U64x2.pack(n, U64.unpack(okey)[0]))
+            if logged is None or codec.decode(logged) != [name, ref]:
+                e(f"event {U64.unpack(okey)[0]} of the store-wide log is not in its session's log")
+        if ordered != self.checked.get("events", 0):
+            e(f"the store-wide event log holds {ordered} events, the session logs {self.checked.get('events', 0)}")
         indexed = 0
         for tkey, (internal, task) in self._records(txn, "tasks"):
             for ikey in task_index_keys(internal["n"], task["status"]["state"], internal["t"]):
