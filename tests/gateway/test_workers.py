@@ -143,7 +143,8 @@ async def test_events_reach_every_worker_once_and_in_order(workers: Server, http
     assert [seq for _, seq in sent] == list(range(1, 41))
     for i, client in enumerate(clients):
         want = [seq for sender, seq in sent if sender != i]
-        await _wait_for(lambda c=client, n=len(want): len(c.events) >= n, f"client {i}'s messages")
+        expected = len(want)
+        await _wait_for(lambda c=client, n=expected: len(c.events) >= n, f"client {i}'s messages")
         await asyncio.sleep(0.1)  # a duplicate would come right behind
         got = [record["seq"] for name, record, _ in client.events if name == "message"]
         assert got == want, f"client {i} on worker {client.worker}: {got}"
