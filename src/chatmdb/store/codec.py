@@ -66,8 +66,8 @@ def check_value(value: Any, where: str = "value", depth: int = 0) -> None:
     raise ValidationError(f"{where} has a value of type {type(value).__name__}, which cannot be stored")
 
 
-def encode(obj: Any, limit: int | None = None, what: str = "record") -> bytes:
-    """Serialize a checked object; raise TooLarge past *limit* bytes."""
+def pack(obj: Any, limit: int | None = None, what: str = "record") -> bytes:
+    """The msgpack of a checked object, without a checksum; raise TooLarge past *limit* bytes."""
     body: bytes = msgpack.packb(obj, use_bin_type=True)
     if limit is not None and len(body) > limit:
         raise TooLarge(
@@ -76,6 +76,36 @@ def encode(obj: Any, limit: int | None = None, what: str = "record") -> bytes:
             size=len(body),
             limit=limit,
         )
+    return body
+
+
+def encode(obj: Any, limit: int | None = None, what: str = "record") -> bytes:
+    """Serialize a checked object; raise TooLarge past *limit* bytes."""
+    body = pack(obj, limit, what)
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def with_field(packed_map: bytes, key: str, value: Any) -> bytes | None:
+    """The msgpack of the map *packed_map* with ``key: value`` appended, or None if its header
+    cannot take one more entry in place (then encode the map again).
+
+    Lets a record packed once, in the caller's thread, take a field that only
+    the write transaction knows (a message's seq) without being packed again.
+    """
+    head = packed_map[0]
+    if 0x80 <= head < 0x8F:  # fixmap of up to 14 entries
+        start, header = 1, bytes([head + 1])
+    elif head == 0xDE and int.from_bytes(packed_map[1:3], "big") < 0xFFFF:  # map16
+        start, header = 3, b"\xde" + (int.from_bytes(packed_map[1:3], "big") + 1).to_bytes(2, "big")
+    else:
+        return None
+    extra = bytes(msgpack.packb(key, use_bin_type=True)) + bytes(msgpack.packb(value, use_bin_type=True))
+    return header + packed_map[start:] + extra
+
+
+def seal_record(internal: dict[str, Any], packed_public: bytes) -> bytes:
+    """``encode([internal, public])`` for a public half already packed."""
+    body = b"\x92" + bytes(msgpack.packb(internal, use_bin_type=True)) + packed_public
     return body + _CRC.pack(zlib.crc32(body))
 
 

@@ -49,7 +49,8 @@ def create(size_limit: int, data: Any, origin: str | None = None) -> Op[dict[str
     fields = dict(data)
     fields.pop("seq", None)  # the store assigns it
     fields.update(session_id=session_id, message_uuid=message_uuid, created_at=created_at)
-    codec.encode(fields, size_limit, "message")
+    # Packed once, here, in the caller's thread; the transaction only appends the seq.
+    packed = codec.pack(fields, size_limit, "message")
 
     def op(txn: WriteTxn) -> WriteOutcome[dict[str, Any]]:
         internal, session = sessions.find(txn, skey, session_id)
@@ -64,7 +65,11 @@ def create(size_limit: int, data: Any, origin: str | None = None) -> Op[dict[str
         message = {**fields, "seq": seq}
         mkey = message_key(n, seq)
         g = log_event(txn, n, "message", mkey, origin)
-        put(txn, "messages", mkey, {"g": g}, message)
+        with_seq = codec.with_field(packed, "seq", seq)
+        if with_seq is None:
+            put(txn, "messages", mkey, {"g": g}, message)
+        else:
+            txn.put("messages", mkey, codec.seal_record({"g": g}, with_seq))
         txn.put("msg_uuid", ukey, mkey)
         if akey is not None:
             txn.put("agent_msgs", agent_key(akey, g), mkey)
