@@ -50,13 +50,20 @@ def test_store_workloads(tmp_path: Path) -> None:
 @pytest.mark.skipif(importlib.util.find_spec("chatmdb.gateway") is None, reason="no gateway")
 def test_gateway_workload(tmp_path: Path) -> None:
     cfg = Config.quick(
-        tmp_path, workloads=("gateway",), backends=("lmdb",), gateway_clients=4, gateway_processes=1,
-        gateway_sessions=2, gateway_seconds=0.5, warmup=0.05,
+        tmp_path, workloads=("gateway",), gateway_clients=4, gateway_sessions=2, gateway_seconds=0.5,
+        gateway_warmup=0.1, gateway_rate=100.0, gateway_open_clients=4, gateway_open_sessions=2, gateway_workers=2,
     )
     results = run(cfg, emit=lambda line: None)
-    assert len(results["gateway"]) == 2  # on disk, and the tmpfs stand-in for memory
+    # The status quo, chatmdb on SQLite and LMDB with 1 and 2 workers; each closed and open loop.
+    assert {(r["server"], r["load"]) for r in results["gateway"]} == {
+        (s, load) for s in ("statusquo", "sqlite-1", "lmdb-1", "sqlite-2", "lmdb-2")
+        for load in ("closed loop", "100 msg/s offered")
+    }
     for row in results["gateway"]:
-        assert row["acked_per_s"] > 0 and row["deliveries_checked"] > 0
+        assert row["acked_per_s"] > 0 and row["deliveries"] > 0 and row["cpu_ms_per_msg"] > 0
+        assert row["missing"] == row["duplicates"] == row["foreign"] == 0
+    assert sum(r["messages_checked"] for r in results["gateway"]) == sum(r["acked"] for r in results["gateway"])
+    assert "server CPU ms/msg" in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.parametrize("backend", ["lmdb", "sqlite"])

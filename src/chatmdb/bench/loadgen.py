@@ -79,18 +79,20 @@ def run_load(
         args = ["node", str(LOADGEN), url, str(clients), str(sessions), str(warmup), str(seconds), str(rate), str(out)]
         if token:
             args.append(token)
-        proc = subprocess.Popen(args, cwd=LOADGEN.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert proc.stdout is not None
         cpu: dict[str, float] = {}
         result: dict[str, Any] | None = None
-        for line in proc.stdout:
-            line = line.strip()
-            if line in ("window-start", "window-end"):
-                cpu[line] = cpu_seconds(server_pid)
-            elif line.startswith("{"):
-                result = json.loads(line)
-        proc.wait(timeout=60)
-        stderr = proc.stderr.read() if proc.stderr else ""
+        with subprocess.Popen(
+            args, cwd=LOADGEN.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            for line in proc.stdout:
+                line = line.strip()
+                if line in ("window-start", "window-end"):
+                    cpu[line] = cpu_seconds(server_pid)
+                elif line.startswith("{"):
+                    result = json.loads(line)
+            stderr = proc.stderr.read()
+            proc.wait(timeout=60)
         if result is None or "error" in result or proc.returncode != 0:
             raise BenchFailure(f"the load generator failed: {result or stderr[-2000:]}")
         acked = json.loads(out.read_text())

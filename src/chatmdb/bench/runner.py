@@ -6,9 +6,9 @@ Example: chatmdb bench --quick --out ./bench-results
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -44,9 +44,13 @@ class Config:
     mixed_readers: int = 4
     mixed_read_rate: float = 2000.0  # pages/s over all readers
     mixed_seconds: float = 4.0
-    gateway_clients: int = 32
-    gateway_processes: int = 4
+    gateway_clients: int = 16  # closed loop: every client sends, into sessions of two
     gateway_sessions: int = 8
+    gateway_rate: float = 1000.0  # open loop: messages/s offered in all...
+    gateway_open_clients: int = 100  # ...by this many clients
+    gateway_open_sessions: int = 50
+    gateway_workers: int = 0  # the multi-worker rows; 0: one per core
+    gateway_warmup: float = 1.0
     gateway_seconds: float = 5.0
     seed: int = 20261126
     keep: bool = False  # keep the databases under out_dir/work for inspection
@@ -62,8 +66,7 @@ class Config:
             cls(
                 mode="quick", out_dir=out_dir, producers=(1, 32), warmup=0.3, write_seconds=1.0,
                 raw_batches=(1, 100), raw_seconds=0.6, read_messages=100_000, read_seconds=1.0,
-                mixed_seconds=1.5, gateway_clients=16, gateway_sessions=4, gateway_processes=2,
-                gateway_seconds=2.0, command="chatmdb bench --quick",
+                mixed_seconds=1.5, gateway_seconds=2.0, gateway_warmup=0.5, command="chatmdb bench --quick",
             ),
             **changes,
         )
@@ -88,14 +91,6 @@ class _Progress:
         self.emit(f"[  ... {elapsed // 60}:{elapsed % 60:02d}] {what}")
 
 
-def _memory_stand_in(work: Path) -> tuple[Path, str]:
-    """Where the 'in-memory' gateway run keeps its store: tmpfs if there is one."""
-    shm = Path("/dev/shm")
-    if shm.is_dir():
-        return Path(tempfile.mkdtemp(prefix="chatmdb-bench-", dir=shm)), "LMDB on tmpfs, durability process"
-    return work / "gateway-memory", "LMDB durability process (no tmpfs here)"
-
-
 def run(cfg: Config, emit: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Run every workload of *cfg*; write results.json, report.md and bench.png into cfg.out_dir.
 
@@ -116,7 +111,7 @@ def run(cfg: Config, emit: Callable[[str], None] = _stderr) -> dict[str, Any]:
         + ("raw" in want) * len(cfg.backends) * len(cfg.durabilities) * len(cfg.raw_batches)
         + ("reads" in want or "mixed" in want) * (1 + len(cfg.backends))
         + ("mixed" in want) * len(cfg.backends)
-        + ("gateway" in want and gateway_ok) * (len(cfg.backends) + 1)
+        + ("gateway" in want and gateway_ok) * 2 * len(gateway_load.servers(cfg.gateway_workers or os.cpu_count() or 1))
     )
     progress = _Progress(total, emit)
     results: dict[str, Any] = {"write": [], "raw": [], "reads": [], "mixed": [], "gateway": [], "files": [],
@@ -198,24 +193,21 @@ def run(cfg: Config, emit: Callable[[str], None] = _stderr) -> dict[str, Any]:
         results["skipped"].append("gateway: chatmdb.gateway is not installed")
         emit("gateway workload skipped: chatmdb.gateway is not installed")
     elif "gateway" in want:
-        memory_path, memory_name = _memory_stand_in(work)
-        runs = [(f"{b.upper() if b == 'lmdb' else 'SQLite'}, full", b, "full", work / f"gateway-{b}")
-                for b in cfg.backends]
-        runs.append((memory_name, "lmdb", "process", memory_path))
-        try:
-            for name, backend, durability, db in runs:
-                row = gateway_load.gateway_cell(
-                    work, name, backend, durability, db, clients=cfg.gateway_clients,
-                    processes=cfg.gateway_processes, sessions=cfg.gateway_sessions, warmup=cfg.warmup,
-                    seconds=cfg.gateway_seconds,
-                )
-                results["gateway"].append(row)
-                files(f"gateway ({name})", backend, row["messages_checked"], row["db"], row["server_rss"])
-                lat = row["ack_latency_ms"]
-                progress.step(f"gateway {name}", f"{row['acked_per_s']:,.0f} acked msg/s, ack p50 {lat['median']:.1f}"
-                              f" p99 {lat['p99']:.1f} ms, {row['deliveries_checked']:,} deliveries checked")
-        finally:
-            shutil.rmtree(memory_path, ignore_errors=True)
+        workers = cfg.gateway_workers or os.cpu_count() or 1
+        for server in gateway_load.servers(workers):
+            rows = gateway_load.gateway_cells(
+                work, server, closed=(cfg.gateway_clients, cfg.gateway_sessions),
+                open_=(cfg.gateway_rate, cfg.gateway_open_clients, cfg.gateway_open_sessions),
+                warmup=cfg.gateway_warmup, seconds=cfg.gateway_seconds,
+            )
+            results["gateway"].extend(rows)
+            files(f"gateway ({server.name})", rows[0]["backend"], rows[-1]["messages_checked"], rows[0]["db"],
+                  rows[0]["server_rss"])
+            for row in rows:
+                ms = row["ack_ms"] or {"p50": 0.0, "p99": 0.0}
+                progress.step(f"gateway {server.name}, {row['load']}",
+                              f"{row['acked_per_s']:,.0f} acked msg/s, ack p50 {ms['p50']:.1f} p99 {ms['p99']:.1f} ms, "
+                              f"{row['cpu_ms_per_msg']:.3f} ms server CPU/msg")
 
     results["meta"] = {
         "command": cfg.command,
