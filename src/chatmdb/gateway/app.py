@@ -18,7 +18,6 @@ import secrets
 import signal
 import socket
 import time
-import warnings
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -297,9 +296,6 @@ def serve(**options: Any) -> None:
     database: it forwards the signal to each, and restarts one that dies.
     """
     opts = ServeOptions(**options)
-    # uvicorn deprecates its "websockets" protocol for "websockets-sansio",
-    # which measured slower here (BENCHMARKS.md); keep it while it is there.
-    warnings.filterwarnings("ignore", message="The `websockets` implementation is deprecated")
     if opts.workers == 1:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _exit_cleanly)
@@ -345,7 +341,10 @@ def _serve_worker(opts: ServeOptions, index: int) -> None:
             # than it saves bytes on chat frames of a few hundred bytes.
             loop=_fastest_loop(),
             http="httptools" if importlib.util.find_spec("httptools") else "h11",
-            ws="websockets",
+            # Not the legacy "websockets" protocol: a client that stops reading
+            # leaves a send waiting for the socket to drain, and its close (or
+            # a keepalive ping) then fails an assertion inside websockets.
+            ws="websockets-sansio",
             ws_per_message_deflate=opts.ws_deflate,
             timeout_graceful_shutdown=int(SHUTDOWN_DRAIN_SECONDS),
         )
