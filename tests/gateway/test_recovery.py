@@ -42,7 +42,13 @@ def run_recovery_js(
     args = [node, str(JS_DIR / "recovery.mjs"), server.url, session_id] + ([server.token] if server.token else [])
     child_env = None if env is None else {**os.environ, **env}
     proc = subprocess.Popen(
-        args, cwd=JS_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env
+        args,
+        cwd=JS_DIR,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env,
     )
     try:
         assert proc.stdout is not None and proc.stdin is not None

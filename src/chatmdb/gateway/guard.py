@@ -175,15 +175,19 @@ class GuardedServer(RecoveringServer):
                 self._close_soon(eio_sid)
                 return
 
-    async def close_transport(self, eio_sid: str) -> None:
-        """Close a client's engine.io connection at once, discarding what was queued for it.
+    async def close_transport(self, eio_sid: str, flush: float = 0.0) -> None:
+        """Close a client's engine.io connection, discarding what is still queued for it.
 
-        Unlike engine.io's own disconnect, this never waits for the client to
-        read what is queued. This method is a coroutine.
+        Unlike engine.io's own disconnect, this never waits on a client that
+        does not read: at most *flush* seconds for the queue to be sent
+        (a refusal the client should see). This method is a coroutine.
         """
         sock = self.eio.sockets.get(eio_sid)
         if sock is None:
             return
+        deadline = time.monotonic() + flush
+        while flush and not sock.closed and sock.queue.qsize() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         reason = self.reason.TRANSPORT_ERROR
         with contextlib.suppress(Exception):
             await sock.close(wait=False, abort=True, reason=reason)
@@ -201,7 +205,8 @@ class GuardedServer(RecoveringServer):
         return None
 
     def _check_joined(self, eio_sid: str) -> None:
-        if eio_sid in self.eio.sockets and self.manager.sid_from_eio_sid(eio_sid, "/") is None:
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is not None and not sock.closed and self.manager.sid_from_eio_sid(eio_sid, "/") is None:
             self._on_limit("connect_timeout")
             self._close_soon(eio_sid)
 
@@ -255,6 +260,12 @@ class GuardedServer(RecoveringServer):
             self._attachment_bytes.pop(eio_sid, None)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
+        sock = self.eio.sockets.get(eio_sid)
+        if reason == self.reason.CLIENT_DISCONNECT and sock is not None:
+            # The client closed its engine.io session; python-engineio would
+            # hold its pending long-poll until the ping timeout. Answer it now.
+            with contextlib.suppress(Exception):
+                sock.queue.put_nowait(None)
         try:
             await super()._handle_eio_disconnect(eio_sid, reason)
         finally:
@@ -283,7 +294,7 @@ class GuardedServer(RecoveringServer):
         self._auth_failures[eio_sid] = failures
         if failures >= self.limits.max_auth_failures:
             self._on_limit("auth_failures")
-            await self.close_transport(eio_sid)
+            await self.close_transport(eio_sid, flush=1.0)  # the last refusal is sent, then the close
         return False
 
     def recoverable(self, eio_sid: str, reason: Any) -> bool:
