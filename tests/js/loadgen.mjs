@@ -16,7 +16,7 @@ import { io } from "socket.io-client";
 const [url, clientsArg, sessionsArg, warmupArg, secondsArg, rateArg, outPath, token] = process.argv.slice(2);
 const CLIENTS = Number(clientsArg), SESSIONS = Number(sessionsArg);
 const WARMUP = Number(warmupArg) * 1000, SECONDS = Number(secondsArg) * 1000, RATE = Number(rateArg);
-const CONTENT = "x".repeat(200);
+const PAD = "x".repeat(180);
 const MAX_OUTSTANDING = 1000; // per client, open loop: a server that falls behind is measured, not buried
 
 const hard = setTimeout(() => { console.log(JSON.stringify({ error: "load generator timed out" })); process.exit(1); },
@@ -50,16 +50,22 @@ async function main() {
   const sessionIds = [];
   for (let s = 0; s < SESSIONS; s++) sessionIds.push((await call(sockets[0], "create_session", { title: `load ${s}` })).id);
   const received = sockets.map(() => new Map()); // client -> "session|uuid" -> count
+  const deliveryMs = []; // send to arrival at another member, in the measured window
+  let windowStart = Infinity, windowEnd = Infinity;
   sockets.forEach((socket, i) => {
     socket.on("message", (m) => {
+      const now = performance.now();
       const key = `${m.session_id}|${m.message_uuid}`;
       received[i].set(key, (received[i].get(key) || 0) + 1);
+      const sentAt = Number(String(m.content).split("|", 1)[0]);
+      if (sentAt >= windowStart && now <= windowEnd) deliveryMs.push(now - sentAt);
     });
   });
   for (let i = 0; i < CLIENTS; i++) await call(sockets[i], "join", { session_id: sessionIds[i % SESSIONS] });
 
   const t0 = performance.now();
-  const windowStart = t0 + WARMUP, windowEnd = windowStart + SECONDS;
+  windowStart = t0 + WARMUP;
+  windowEnd = windowStart + SECONDS;
   const acked = []; // [session, uuid, seq, sender]
   const latencies = [];
   let inWindow = 0, failures = 0, startPrinted = false, endPrinted = false;
@@ -73,7 +79,8 @@ async function main() {
   async function sendOne(i) {
     const sid = sessionIds[i % SESSIONS], uuid = randomUUID();
     const start = performance.now();
-    const ack = await sockets[i].timeout(60000).emitWithAck("send_message", { session_id: sid, content: CONTENT, message_uuid: uuid });
+    const content = `${start}|${PAD}`; // the send time, for the members' delivery latency
+    const ack = await sockets[i].timeout(60000).emitWithAck("send_message", { session_id: sid, content, message_uuid: uuid });
     const end = performance.now();
     if (!ack || !ack.ok || ack.data.message_uuid !== uuid) { failures++; return; }
     acked.push([sid, uuid, ack.data.seq, i]);
@@ -130,7 +137,7 @@ async function main() {
   return {
     clients: CLIENTS, sessions: SESSIONS, rate: RATE, seconds: SECONDS / 1000,
     acked: acked.length, acked_in_window: inWindow, acked_per_s: inWindow / (SECONDS / 1000),
-    ack_ms: quantiles(latencies), failures, deliveries, missing, duplicates, foreign,
+    ack_ms: quantiles(latencies), delivery_ms: quantiles(deliveryMs), failures, deliveries, missing, duplicates, foreign,
   };
 }
 

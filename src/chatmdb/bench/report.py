@@ -165,10 +165,11 @@ def markdown(results: dict[str, Any]) -> str:
     gateway = results.get("gateway", [])
     if gateway:
         parts.append("### Through the Socket.IO gateway (node socket.io-client load; ack latency in ms)\n\n" + _table(
-            ["server", "load", "clients", "acked msg/s", "ack p50", "ack p99", "ack max", "server CPU ms/msg",
-             "deliveries checked", "server RSS"],
+            ["server", "load", "clients", "acked msg/s", "ack p50", "ack p99", "ack max", "delivery p50",
+             "delivery p99", "server CPU ms/msg", "deliveries checked", "server RSS"],
             [[r["name"], r["load"], r["clients"], _n(r["acked_per_s"]), *_gw_lat(r["ack_ms"]),
-              _n(r["cpu_ms_per_msg"]), f"{r['deliveries']:,}", _mb(r["server_rss"]["rss"])] for r in gateway]))
+              *_gw_lat(r.get("delivery_ms"))[:2], _n(r["cpu_ms_per_msg"]), f"{r['deliveries']:,}",
+              _mb(r["server_rss"]["rss"])] for r in gateway]))
     files = results.get("files", [])
     if files:
         parts.append("### Files and memory after each workload\n\n" + _table(
