@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from chatmdb import open_store
+from chatmdb.bench.loadgen import child_pids
 from chatmdb.client import ChatClient
 
 from .conftest import BACKENDS, Server, start_server, stop_and_check
@@ -192,17 +193,7 @@ def test_long_polling_is_refused_with_a_clear_error(workers: Server) -> None:
 
 
 def _worker_pids(server: Server) -> list[int]:
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if ppid == server.proc.pid:
-                children.append(int(entry))
-    return children
+    return child_pids(server.proc.pid)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -24,7 +24,8 @@ LOADGEN = REPO / "tests" / "js" / "loadgen.mjs"
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
+    """The pids of the live processes whose parent is *pid*."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -52,7 +53,7 @@ def cpu_seconds(pid: int) -> float:
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / _TICKS
-        stack.extend(_children(current))
+        stack.extend(child_pids(current))
     return total
 
 
