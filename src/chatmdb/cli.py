@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -105,6 +106,18 @@ def main() -> None:
     "With more than one, Socket.IO is served over WebSocket only.",
 )
 @click.option(
+    "--retain-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Prune messages older than this many days while serving.",
+)
+@click.option(
+    "--retain-messages",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Keep at most this many of each session's newest messages.",
+)
+@click.option(
     "--ws-deflate/--no-ws-deflate",
     default=False,
     show_default=True,
@@ -129,6 +142,8 @@ def serve(
     token_file: Path | None,
     allowed_hosts: str | None,
     workers: str,
+    retain_days: float | None,
+    retain_messages: int | None,
     ws_deflate: bool,
     durability: str,
     recovery_window: float,
@@ -157,20 +172,25 @@ def serve(
         gateway_limits = Limits(**limits)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    run_server(
-        db_path=db_path,
-        backend=backend,
-        host=host,
-        port=port,
-        token=token or None,
-        durability=durability,
-        recovery_window=recovery_window,
-        log_level=log_level,
-        limits=gateway_limits,
-        ws_deflate=ws_deflate,
-        workers=count,
-        allowed_hosts=None if allowed_hosts is None else [h.strip() for h in allowed_hosts.split(",") if h.strip()],
-    )
+    try:
+        run_server(
+            db_path=db_path,
+            backend=backend,
+            host=host,
+            port=port,
+            token=token or None,
+            durability=durability,
+            recovery_window=recovery_window,
+            log_level=log_level,
+            limits=gateway_limits,
+            ws_deflate=ws_deflate,
+            workers=count,
+            retain_days=retain_days,
+            retain_messages=retain_messages,
+            allowed_hosts=None if allowed_hosts is None else [h.strip() for h in allowed_hosts.split(",") if h.strip()],
+        )
+    except ChatMDBError as exc:  # a database of a newer format, in use, not writable...
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command()
@@ -252,6 +272,25 @@ def restore(db_path: str, backend: str, source: str, force: bool) -> None:
     except ChatMDBError as exc:
         raise click.ClickException(str(exc)) from exc
     _print(report)
+
+
+@main.command()
+@_db_option
+@_backend_option
+@click.option("--older-than-days", type=float, default=None, help="Remove messages created more than this many days ago.")
+@click.option("--keep-last", type=int, default=None, help="Keep at most this many of each session's newest messages.")
+@click.option("--session", "session_id", default=None, help="Only this session.")
+def prune(db_path: str, backend: str, older_than_days: float | None, keep_last: int | None, session_id: str | None) -> None:
+    """Remove each session's oldest messages (a prefix in seq order); print how many.
+
+    Example: chatmdb prune --db ./chatmdb-data --older-than-days 90 --keep-last 10000
+    """
+    older_than = None if older_than_days is None else datetime.now(UTC) - timedelta(days=older_than_days)
+    with _open(db_path, backend) as store:
+        try:
+            _print(store.prune(older_than=older_than, keep_last=keep_last, session_id=session_id))
+        except ChatMDBError as exc:
+            raise click.ClickException(str(exc)) from exc
 
 
 @main.command()

@@ -114,6 +114,11 @@ class Metrics:
             buckets=_READ_BUCKETS,
             registry=self.registry,
         )
+        self.messages_pruned = Counter(
+            "chatmdb_messages_pruned",
+            "Messages removed by retention (--retain-days, --retain-messages) while serving.",
+            registry=self.registry,
+        )
         self.limits_reached = Counter(
             "chatmdb_limits_reached",
             "Times a client reached a limit of the gateway (then refused, answered rate_limited or dropped), by limit.",

@@ -36,6 +36,7 @@ from .guard import GuardedServer, Limits
 from .http import create_http_app
 from .middleware import LOOPBACK_HOSTS, AllowedHosts, EndAbandonedPolls, LimitBody, RedactSid, WebSocketOnly
 from .packets import TolerantPacket
+from .retention import Retention
 from .service import ChatService
 
 __all__ = ["Gateway", "GatewayApp", "ServeOptions", "create_app", "serve"]
@@ -66,6 +67,8 @@ class Gateway:
         allowed_hosts: Sequence[str] | None = None,
         workers: int = 1,
         worker_index: int = 0,
+        retain_days: float | None = None,
+        retain_messages: int | None = None,
     ) -> None:
         if not isinstance(workers, int) or workers < 1 or not 0 <= worker_index < workers:
             raise ValidationError("workers must be >= 1 and worker_index in 0..workers-1")
@@ -115,6 +118,12 @@ class Gateway:
             # tests; the rest is as random as engine.io's own.
             self.sio.eio.generate_id = lambda: f"{worker_index}.{secrets.token_urlsafe(12)}"
         self.service = ChatService(store, self.metrics, self.sio, self.fanout)
+        self.retention = None
+        if (retain_days is not None or retain_messages is not None) and worker_index == 0:
+            try:  # one worker prunes for all
+                self.retention = Retention(store, self.metrics, days=retain_days, messages=retain_messages)
+            except ValueError as exc:
+                raise ValidationError(str(exc)) from exc
         self.events = Events(self.service, self.sio)
         self.events.attach()
         self._drained = False
@@ -130,6 +139,8 @@ class Gateway:
         await self.sio.start_recovery()
         if self.fanout is not None:
             await self.fanout.start()
+        if self.retention is not None:
+            await self.retention.start()
         yield
         await self.aclose()
 
@@ -144,6 +155,8 @@ class Gateway:
         if self._drained:
             return
         self._drained = True
+        if self.retention is not None:
+            await self.retention.stop()
         await self.service.drain(timeout)
         if self.fanout is not None:
             await self.fanout.stop()  # the events of the last writes reach this worker's clients
@@ -203,6 +216,8 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     workers: int = 1,
     worker_index: int = 0,
+    retain_days: float | None = None,
+    retain_messages: int | None = None,
 ) -> GatewayApp:
     """Build the ASGI app: Socket.IO at ``/socket.io/``, the HTTP API everywhere else.
 
@@ -222,6 +237,8 @@ def create_app(
         :mod:`.fanout`); with more than one, room events go through the
         store's event log and long-polling is refused.
     :param worker_index: this worker's number, 0..workers-1.
+    :param retain_days: prune messages older than this while serving (see :mod:`.retention`).
+    :param retain_messages: keep at most this many of each session's newest messages.
     :returns: the ASGI application; its :class:`Gateway` is ``app.gateway``.
     :raises ValidationError: on bad arguments.
     """
@@ -235,6 +252,8 @@ def create_app(
         allowed_hosts=allowed_hosts,
         workers=workers,
         worker_index=worker_index,
+        retain_days=retain_days,
+        retain_messages=retain_messages,
     )
     return GatewayApp(gateway)
 
@@ -284,6 +303,8 @@ class ServeOptions:
     allowed_hosts: Sequence[str] | None = None
     ws_deflate: bool = False
     workers: int = 1
+    retain_days: float | None = None
+    retain_messages: int | None = None
 
 
 def serve(**options: Any) -> None:
@@ -327,6 +348,8 @@ def _serve_worker(opts: ServeOptions, index: int) -> None:
             allowed_hosts=opts.allowed_hosts,
             workers=opts.workers,
             worker_index=index,
+            retain_days=opts.retain_days,
+            retain_messages=opts.retain_messages,
         )
         config = uvicorn.Config(
             app,

@@ -12,9 +12,11 @@ whoever tails the event log (gateway workers) does not send it back to it.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import agents, contexts, events, messages, sessions, tasks
+from .core import PRUNE_BATCH, SESSION_PARTS, init_op
 from .ops import Op, T, WriteOutcome
 
 if TYPE_CHECKING:
@@ -110,7 +112,6 @@ class AsyncStore:
         return (await self.run(sessions.update(self._store.max_message_size, session_id, title, metadata))).record
 
     async def delete_session(self, session_id: str) -> bool:
-        from .core import SESSION_PARTS
 
         return (await self.run(sessions.delete(session_id, SESSION_PARTS))).record
 
@@ -132,7 +133,27 @@ class AsyncStore:
     async def expire_connections(self, now: float, orphan_expiry: float | None = None) -> int:
         return (await self.run(events.expire_connections(now, orphan_expiry))).record
 
-    async def init_database(self) -> None:
-        from .core import init_op
+    async def prune(
+        self,
+        older_than: str | datetime | None = None,
+        keep_last: int | None = None,
+        session_id: str | None = None,
+        *,
+        batch: int = PRUNE_BATCH,
+    ) -> dict[str, int]:
+        """``Store.prune``, one small transaction at a time on the writer, yielding between them."""
+        cutoff, keys = self._store._prune_args(older_than, keep_last, session_id, batch)
+        pruned = touched = 0
+        for key in keys:
+            removed_here = 0
+            while True:
+                removed = (await self.run(messages.prune_op(key, cutoff, keep_last, batch))).record
+                removed_here += removed
+                if removed < batch:
+                    break
+            pruned += removed_here
+            touched += bool(removed_here)
+        return {"pruned": pruned, "sessions": touched}
 
+    async def init_database(self) -> None:
         await self.run(init_op())

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -22,8 +23,8 @@ from . import agents, backup, contexts, events, messages, migrations, rules, ses
 from .events import Event
 from .messages import Page
 from .ops import Op, T, WriteOutcome
-from .rules import check_id, check_int, show
-from .schema import TABLES
+from .rules import check_id, check_int, check_timestamp, show
+from .schema import TABLES, read_counter
 from .verify import verify
 from .writer import GroupCommitWriter
 
@@ -35,6 +36,8 @@ DEFAULT_SETTINGS: Final[dict[str, Any]] = {
     "max_batch": 1024,  # most operations in one group commit
     "lmdb_map_size": 1 << 30,  # initial LMDB map; it grows by itself
 }
+
+PRUNE_BATCH: Final = 500  # messages removed per transaction by prune()
 
 Backend = Literal["lmdb", "sqlite"]
 Durability = Literal["full", "process"]
@@ -402,6 +405,52 @@ class Store:
         """
         return self._run(events.expire_connections(now, orphan_expiry)).record
 
+    # -- retention ---------------------------------------------------------------------------
+
+    def prune(
+        self,
+        older_than: str | datetime | None = None,
+        keep_last: int | None = None,
+        session_id: str | None = None,
+        *,
+        batch: int = PRUNE_BATCH,
+    ) -> dict[str, int]:
+        """Remove each session's oldest messages: those created before *older_than*, and
+        those not among its newest *keep_last*; of one session, or of every session.
+
+        What goes is always a prefix of a session in ``seq`` order (pruning stops at the
+        first message to keep), with its index entries and room events, so paging, ``skip``,
+        totals and connection state recovery stay exact, and seq numbers are never reused.
+        Works in transactions of at most *batch* messages, so other writers are never held
+        up for long. Returns ``{"pruned": messages removed, "sessions": sessions touched}``.
+        """
+        cutoff, keys = self._prune_args(older_than, keep_last, session_id, batch)
+        pruned = touched = 0
+        for key in keys:
+            removed_here = 0
+            while True:
+                removed = self._run(messages.prune_op(key, cutoff, keep_last, batch)).record
+                removed_here += removed
+                if removed < batch:
+                    break
+            pruned += removed_here
+            touched += bool(removed_here)
+        return {"pruned": pruned, "sessions": touched}
+
+    def _prune_args(
+        self, older_than: Any, keep_last: Any, session_id: Any, batch: Any
+    ) -> tuple[float | None, list[bytes]]:
+        cutoff = _cutoff(older_than)
+        if keep_last is not None:
+            check_int(keep_last, "keep_last", 0)
+        if cutoff is None and keep_last is None:
+            raise ValidationError("prune needs older_than and/or keep_last")
+        check_int(batch, "batch", 1, 100_000)
+        if session_id is not None:
+            return cutoff, [check_id(session_id, "session_id")]
+        with self._read() as txn:
+            return cutoff, [key for key, _ in txn.range("sessions", b"", None)]
+
     # -- setup and operations ---------------------------------------------------------------
 
     def init_database(self) -> None:
@@ -420,6 +469,7 @@ class Store:
                 "saved_connections": txn.count("recovery"),
             }
             format_version = migrations.read_format(txn)
+            counts["pruned_messages"] = read_counter(txn, "pruned")
         info = self.engine.info()
         used_ratio = None
         if info.get("map_size"):
@@ -451,6 +501,15 @@ class Store:
         if self._closed:
             raise StoreClosed("the store is closed")
         return verify(self.engine)
+
+
+def _cutoff(older_than: Any) -> float | None:
+    if older_than is None:
+        return None
+    if isinstance(older_than, datetime):
+        moment = older_than if older_than.tzinfo else older_than.replace(tzinfo=UTC)
+        return moment.timestamp()
+    return messages.instant(check_timestamp(older_than, "older_than"))
 
 
 # What delete_session removes besides the session, one kind of record each.

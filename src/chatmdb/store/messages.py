@@ -9,13 +9,15 @@ message's ``g``, which also orders the agent index.
 
 from __future__ import annotations
 
+import itertools
 import uuid as uuidlib
+from datetime import UTC, datetime
 from typing import Any
 
 from ..engines.base import ReadTxn, WriteTxn, prefix_end
 from ..errors import Conflict, ValidationError
 from . import codec, sessions
-from .ops import Op, WriteOutcome
+from .ops import Op, WriteOutcome, done
 from .rules import (
     MAX_OFFSET,
     check_bool,
@@ -28,7 +30,20 @@ from .rules import (
     check_timestamp,
     now,
 )
-from .schema import U64x2, agent_key, agent_prefix, follow, load, log_event, message_key, public, put, session_prefix
+from .schema import (
+    COUNTERS,
+    U64,
+    U64x2,
+    agent_key,
+    agent_prefix,
+    follow,
+    load,
+    log_event,
+    message_key,
+    public,
+    put,
+    session_prefix,
+)
 
 Page = list[dict[str, Any]] | dict[str, Any]
 
@@ -81,16 +96,62 @@ def create(size_limit: int, data: Any, origin: str | None = None) -> Op[dict[str
     return op
 
 
+def _remove(txn: WriteTxn, mkey: bytes, raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    internal, message = codec.decode(raw)
+    txn.delete("msg_uuid", message["message_uuid"].encode())
+    agent = message.get("agent_id")
+    if isinstance(agent, str) and agent:
+        txn.delete("agent_msgs", agent_key(agent.encode(), internal["g"]))
+    txn.delete("messages", mkey)
+    return internal, message
+
+
 def delete_in_session(txn: WriteTxn, n: int) -> None:
     """Remove session *n*'s messages and their index entries."""
     prefix = session_prefix(n)
     for mkey, raw in list(txn.range("messages", prefix, prefix_end(prefix))):
-        internal, message = codec.decode(raw)
-        txn.delete("msg_uuid", message["message_uuid"].encode())
-        agent = message.get("agent_id")
-        if isinstance(agent, str) and agent:
-            txn.delete("agent_msgs", agent_key(agent.encode(), internal["g"]))
-        txn.delete("messages", mkey)
+        _remove(txn, mkey, raw)
+
+
+def instant(timestamp: str) -> float:
+    """Seconds since the epoch of an ISO 8601 timestamp (one without a zone is UTC)."""
+    moment = datetime.fromisoformat(timestamp)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def prune_op(session_key: bytes, older_than: float | None, keep_last: int | None, most: int) -> Op[int]:
+    """Remove up to *most* of a session's oldest messages: each one created before *older_than*,
+    or not among the newest *keep_last*, up to the first that is neither (so what is removed is a
+    prefix in seq order and seq stays dense), with their index entries and room events.
+    Returns how many were removed (0: nothing left to prune in this session).
+    """
+
+    def op(txn: WriteTxn) -> WriteOutcome[int]:
+        found = load(txn, "sessions", session_key)
+        if found is None:
+            return done(0)
+        internal, session = found
+        n, last, pruned = internal["n"], session["message_count"], internal.get("pruned", 0)
+        over_count = last - keep_last if keep_last is not None else pruned  # seqs up to this go anyway
+        rows = list(itertools.islice(txn.range("messages", message_key(n, pruned + 1), message_key(n, last + 1)), most))
+        removed = 0
+        for mkey, raw in rows:
+            if pruned + removed + 1 > over_count and (
+                older_than is None or instant(codec.decode(raw)[1]["created_at"]) >= older_than
+            ):
+                break
+            g = _remove(txn, mkey, raw)[0]["g"]
+            txn.delete("events", U64x2.pack(n, g))
+            txn.delete("event_order", U64.pack(g))
+            removed += 1
+        if removed:
+            internal["pruned"] = pruned + removed
+            put(txn, "sessions", session_key, internal, session)
+            count = txn.get("meta", COUNTERS["pruned"])
+            txn.put("meta", COUNTERS["pruned"], U64.pack((U64.unpack(count)[0] if count else 0) + removed))
+        return done(removed)
+
+    return op
 
 
 # -- reads ------------------------------------------------------------------------
@@ -125,18 +186,20 @@ def page(txn: ReadTxn, q: PageQuery) -> Page:
     total = 0
     found = load(txn, "sessions", q.skey)
     if found is not None:
-        n, total = found[0]["n"], found[1]["message_count"]
-        # seq is dense (1..total), so skip is arithmetic, not a scan.
+        n, last = found[0]["n"], found[1]["message_count"]
+        pruned = found[0].get("pruned", 0)
+        total = last - pruned
+        # seq is dense (pruned+1..last), so skip is arithmetic, not a scan.
         if q.direction == "desc":
-            top = min(total, (q.after - 1) if q.after is not None else total) - q.skip
+            top = min(last, (q.after - 1) if q.after is not None else last) - q.skip
             rows = (
-                txn.range("messages", message_key(n, 1), message_key(n, top + 1), reverse=True)
-                if top >= 1
+                txn.range("messages", message_key(n, pruned + 1), message_key(n, top + 1), reverse=True)
+                if top > pruned
                 else iter(())
             )
         else:
-            first = (q.after + 1 if q.after is not None else 1) + q.skip
-            rows = txn.range("messages", message_key(n, max(first, 1)), U64x2.pack(n + 1, 0))
+            first = max(q.after if q.after is not None else 0, pruned) + 1 + q.skip
+            rows = txn.range("messages", message_key(n, first), U64x2.pack(n + 1, 0))
         for _, raw in rows:
             if len(items) == q.limit:
                 more = True

@@ -25,7 +25,8 @@ recovery          private connection id               [{}, connection state]
 ================  ==================================  ===============================
 
 ``n`` numbers sessions in creation order, ``seq`` numbers a session's messages
-1, 2, 3..., ``e`` numbers every room event of the store (a message, a context
+1, 2, 3... (retention removes a prefix: a session's internal ``pruned`` says how
+many of its first seqs are gone, so its messages are always pruned+1..message_count), ``e`` numbers every room event of the store (a message, a context
 change, a task change: the offsets of connection state recovery; a message's
 ``g`` is its ``e``), ``c`` every context and ``t`` every task status change.
 Each is a counter in ``meta`` (:data:`COUNTERS`), taken inside the write
@@ -103,6 +104,7 @@ COUNTERS: Final[dict[str, bytes]] = {
     "event": b"event_seq",
     "context": b"context_c",
     "task": b"task_t",
+    "pruned": b"pruned_messages",  # messages removed by retention, ever
 }
 
 U64 = struct.Struct(">Q")

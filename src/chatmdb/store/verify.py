@@ -53,8 +53,10 @@ class Verifier:
     def run(self, txn: ReadTxn) -> None:
         e = self.errors.append
         sessions: dict[int, tuple[bytes, dict[str, Any]]] = {}
+        pruned: dict[int, int] = {}  # how many of each session's first seqs retention removed
         for key, (internal, session) in self._records(txn, "sessions"):
             sessions[internal["n"]] = (key, session)
+            pruned[internal["n"]] = internal.get("pruned", 0)
             if txn.get("session_order", U64.pack(internal["n"])) != key:
                 e(f"session {key!r:.60} is missing from the session order")
         for nkey, sid in txn.range("session_order", b"", None):
@@ -69,7 +71,7 @@ class Verifier:
                 continue
             if message.get("seq") != seq or message.get("session_id") != sessions[n][1]["id"]:
                 e(f"message {message.get('message_uuid')!r} is stored under the wrong key")
-            if seq != seen.get(n, 0) + 1:
+            if seq != seen.get(n, pruned[n]) + 1:
                 e(f"session {sessions[n][1]['id']!r} has a gap before seq {seq}")
             seen[n] = seq
             if txn.get("msg_uuid", str(message.get("message_uuid")).encode()) != mkey:
@@ -78,8 +80,9 @@ class Verifier:
             if isinstance(agent, str) and txn.get("agent_msgs", agent_key(agent.encode(), internal["g"])) != mkey:
                 e(f"message {message.get('message_uuid')!r} is missing from the agent index")
         for n, (_, session) in sessions.items():
-            if session["message_count"] != seen.get(n, 0):
-                e(f"session {session['id']!r} counts {session['message_count']} messages but holds {seen.get(n, 0)}")
+            if session["message_count"] != seen.get(n, pruned[n]):
+                held = seen.get(n, pruned[n]) - pruned[n]
+                e(f"session {session['id']!r} counts {session['message_count'] - pruned[n]} messages but holds {held}")
         for table in ("msg_uuid", "agent_msgs"):
             count = 0
             for key, mkey in txn.range(table, b"", None):
