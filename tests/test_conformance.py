@@ -681,3 +681,31 @@ def test_verify_detects_a_missing_entry_of_the_store_wide_event_log(store: Store
     store.engine.write(lambda txn: txn.delete("event_order", U64.pack(2)))
     report = store.verify()
     assert not report["ok"] and any("store-wide event log" in e for e in report["errors"])
+
+
+def test_events_since_says_more_when_superseded_changes_fill_its_read(store: Store) -> None:
+    # One context changed 15 times, then 5 messages: the page must not end with "no more".
+    s = store.create_session()
+    ctx = store.create_shared_context(s["id"], {"v": 0})
+    for v in range(14):
+        store.update_shared_context(ctx["id"], {"v": v + 1})
+    for i in range(5):
+        store.create_message({"session_id": s["id"], "content": i})
+    seen: list[int] = []
+    after, more = 0, True
+    for _ in range(20):  # page through, bounded
+        events, more = store.events_since([s["id"]], after, limit=2)
+        seen += [o for o, *_ in events]
+        if not more:
+            break
+        after = events[-1][0] if events else after + 12
+    assert not more
+    assert [e[2] for e in store.events_since([s["id"]], 0, limit=1000)[0]] == ["context_updated"] + ["message"] * 5
+    assert seen[-5:] == [16, 17, 18, 19, 20]  # every message, whatever the superseded changes before them
+    a, b = store.create_session(), store.create_session()
+    for i in range(12):
+        store.create_message({"session_id": a["id"], "content": i})
+    for i in range(3):
+        store.create_message({"session_id": b["id"], "content": i})
+    events, more = store.events_since([a["id"], b["id"]], 20, limit=2)
+    assert more and [o for o, *_ in events] == sorted(o for o, *_ in events)

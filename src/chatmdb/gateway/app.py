@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import ValidationError
 from ..metrics import Metrics
 from ..store import Store, open_store
+from .backups import BackupPolicy, BackupSchedule
 from .events import Events
 from .fanout import Fanout
 from .guard import GuardedServer, Limits
@@ -69,6 +70,7 @@ class Gateway:
         worker_index: int = 0,
         retain_days: float | None = None,
         retain_messages: int | None = None,
+        backups: BackupPolicy | None = None,
     ) -> None:
         if not isinstance(workers, int) or workers < 1 or not 0 <= worker_index < workers:
             raise ValidationError("workers must be >= 1 and worker_index in 0..workers-1")
@@ -124,6 +126,10 @@ class Gateway:
                 self.retention = Retention(store, self.metrics, days=retain_days, messages=retain_messages)
             except ValueError as exc:
                 raise ValidationError(str(exc)) from exc
+        # Scheduled backups (serve --backup-dir): worker 0 takes them for all.
+        self.backups = None
+        if backups is not None and worker_index == 0:
+            self.backups = BackupSchedule(store, backups, self.metrics)
         self.events = Events(self.service, self.sio)
         self.events.attach()
         self._drained = False
@@ -141,6 +147,8 @@ class Gateway:
             await self.fanout.start()
         if self.retention is not None:
             await self.retention.start()
+        if self.backups is not None:
+            self.backups.start()
         yield
         await self.aclose()
 
@@ -157,6 +165,8 @@ class Gateway:
         self._drained = True
         if self.retention is not None:
             await self.retention.stop()
+        if self.backups is not None:
+            self.backups.cancel()  # no new backup; one in progress is waited for below
         await self.service.drain(timeout)
         if self.fanout is not None:
             await self.fanout.stop()  # the events of the last writes reach this worker's clients
@@ -172,6 +182,8 @@ class Gateway:
                 await asyncio.wait_for(
                     asyncio.gather(*(eio.disconnect(s) for s in sids), return_exceptions=True), timeout
                 )
+        if self.backups is not None:
+            await self.backups.stop()  # before the store is closed: a backup in progress reads it
 
     async def aclose(self) -> None:
         """Shut down: drain, stop background tasks, close the store if owned. This method is a coroutine."""
@@ -218,6 +230,7 @@ def create_app(
     worker_index: int = 0,
     retain_days: float | None = None,
     retain_messages: int | None = None,
+    backups: BackupPolicy | None = None,
 ) -> GatewayApp:
     """Build the ASGI app: Socket.IO at ``/socket.io/``, the HTTP API everywhere else.
 
@@ -239,6 +252,8 @@ def create_app(
     :param worker_index: this worker's number, 0..workers-1.
     :param retain_days: prune messages older than this while serving (see :mod:`.retention`).
     :param retain_messages: keep at most this many of each session's newest messages.
+    :param backups: take scheduled hot backups while serving (see :mod:`.backups`);
+        with several workers, worker 0 takes them.
     :returns: the ASGI application; its :class:`Gateway` is ``app.gateway``.
     :raises ValidationError: on bad arguments.
     """
@@ -254,6 +269,7 @@ def create_app(
         worker_index=worker_index,
         retain_days=retain_days,
         retain_messages=retain_messages,
+        backups=backups,
     )
     return GatewayApp(gateway)
 
@@ -305,6 +321,7 @@ class ServeOptions:
     workers: int = 1
     retain_days: float | None = None
     retain_messages: int | None = None
+    backups: BackupPolicy | None = None
 
 
 def serve(**options: Any) -> None:
@@ -350,6 +367,7 @@ def _serve_worker(opts: ServeOptions, index: int) -> None:
             worker_index=index,
             retain_days=opts.retain_days,
             retain_messages=opts.retain_messages,
+            backups=opts.backups,
         )
         config = uvicorn.Config(
             app,
@@ -373,7 +391,8 @@ def _serve_worker(opts: ServeOptions, index: int) -> None:
         )
         # uvicorn's access log prints each request's query string, and a
         # long-poll's names the engine.io sid: a credential.
-        logging.getLogger("uvicorn.access").addFilter(RedactSid())
+        for name in ("uvicorn.access", "uvicorn.error"):  # the latter logs WebSocket upgrades
+            logging.getLogger(name).addFilter(RedactSid())
         _Server(config, app.gateway).run(sockets=sockets)
     finally:
         store.close()
@@ -394,13 +413,23 @@ def _supervise(opts: ServeOptions) -> None:
     children: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
     stopping = False
 
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+
     def spawn(index: int) -> None:
-        pid = os.fork()
+        # Signals wait until the child is in the books (the parent) or has its
+        # own handlers (the child): one arriving in between would be lost.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+            raise
         if pid == 0:  # the worker
             code = 1
             try:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in stop_signals:
                     signal.signal(sig, _exit_cleanly)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
                 _serve_worker(opts, index)
                 code = 0
             except SystemExit as exc:
@@ -410,6 +439,7 @@ def _supervise(opts: ServeOptions) -> None:
             finally:
                 os._exit(code)
         children[pid] = (index, time.monotonic())
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         nonlocal stopping

@@ -26,7 +26,6 @@ import os
 import socket
 from typing import Final
 
-from ..errors import ChatMDBError
 from ..store import Store
 from .recovery import RecoveringServer, room
 
@@ -94,8 +93,8 @@ class Fanout:
             self._wake.clear()
             try:
                 await self.deliver()
-            except ChatMDBError:
-                logger.warning("reading the event log failed; retrying", exc_info=True)
+            except Exception:  # the tail must outlive any one failure, or this worker goes quiet
+                logger.exception("delivering room events failed; retrying")
 
     async def deliver(self) -> None:
         """Send every event logged since the last delivery, in offset order. This method is a coroutine."""
@@ -105,11 +104,12 @@ class Fanout:
             events, last = self._store.events_after(before, PAGE)
             if last == before:
                 return
-            self.cursor = last
             for offset, session_id, event, record, origin in events:
+                self.cursor = offset  # per event: a delivery cut short resumes after the last sent
                 if not server.manager.rooms.get("/", {}).get(room(session_id)):
                     continue  # no client of this worker is in the session
                 try:
                     await server.emit_room_event(event, record, session_id, offset, skip_sid=origin)
                 except Exception:
                     logger.exception("emitting %s to session %r failed", event, session_id)
+            self.cursor = last  # past superseded and deleted ones too

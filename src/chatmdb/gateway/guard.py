@@ -280,7 +280,10 @@ class GuardedServer(RecoveringServer):
         if self.token is None:
             return True
         given = auth.get("token") if isinstance(auth, dict) else None
-        if isinstance(given, str) and hmac.compare_digest(given.encode(), self.token.encode()):
+        # surrogatepass: a lone surrogate in a JSON string is a wrong token, not a crash.
+        if isinstance(given, str) and hmac.compare_digest(
+            given.encode("utf-8", "surrogatepass"), self.token.encode("utf-8", "surrogatepass")
+        ):
             return True
         await self._send_packet(
             eio_sid,

@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import re
+import urllib.parse
 from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -130,11 +131,12 @@ class WebSocketOnly:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self.path) and b"transport=polling" in scope.get(
-            "query_string", b""
-        ):
-            await _refuse(send, 400, "invalid", self.message)
-            return
+        if scope["type"] == "http" and scope["path"].startswith(self.path):
+            # As engine.io reads it (decoded): "transport=%70olling" is polling too.
+            query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            if query.get("transport", ["polling"])[0] != "websocket":
+                await _refuse(send, 400, "invalid", self.message)
+                return
         await self.app(scope, receive, send)
 
 

@@ -95,6 +95,8 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         # so they arrive after the replay, in order, and never twice.
         self._replaying: dict[str, list[tuple[int, str, Any]]] = {}
         self._replayed_upto: dict[str, int] = {}
+        self._base: dict[str, int] = {}  # sid -> the offset its connection started from
+        self._recovering: dict[str, tuple[str, dict[str, Any]]] = {}  # sid -> (pid, state) mid-recovery
         self._purge_task: asyncio.Task[None] | None = None
         self.shutting_down = False
 
@@ -181,10 +183,15 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             for r in self.manager.get_rooms(sid, "/")
             if isinstance(r, str) and r.startswith(ROOM_PREFIX)
         ]
+        # Not the store's newest offset: an event committed but not yet sent to
+        # this client would be skipped by a recovery without an offset (a client
+        # that has received no room event sends none). Every event past the
+        # offset the connection started from is one it may not have received.
+        base = self._base.get(sid)
         return {
             "sid": sid,
             "rooms": rooms,
-            "offset": self.store.last_event_offset(),
+            "offset": self.store.last_event_offset() if base is None else base,
             "expires_at": expires_at,
         }
 
@@ -218,6 +225,15 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         namespace = namespace or "/"
         sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
         pid = self.pids.pop(sid, None) if sid else None
+        pending = self._recovering.pop(sid, None) if sid else None
+        if pid is None and pending is not None and self.enabled:
+            # Gone while its recovery was under way: put back the state the
+            # recovery took, so the next attempt can still recover.
+            self._replaying.pop(sid, None)
+            self._replayed_upto.pop(sid, None)
+            if self.recoverable(eio_sid, reason):
+                with contextlib.suppress(ChatMDBError):
+                    await self.store.aio.save_connection(pending[0], pending[1])
         if pid is not None and self.enabled:
             self._replaying.pop(sid, None)
             self._replayed_upto.pop(sid, None)
@@ -229,6 +245,8 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
                     await self.store.aio.take_connection(pid)
             except ChatMDBError:
                 logger.warning("could not save the state of connection %s", sid, exc_info=True)
+        if sid:
+            self._base.pop(sid, None)
         await super()._handle_disconnect(eio_sid, namespace, reason)
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
@@ -281,8 +299,15 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             await self.manager.disconnect(sid, namespace, ignore_queue=True)
             return
         recovered = False
+        base = self.store.last_event_offset()
         if state is not None and sid == state["sid"]:
-            recovered = await self._replay(eio_sid, sid, state, None if offset is _NO_OFFSET else int(offset))
+            self._recovering[sid] = (pid, state)
+            try:
+                recovered = await self._replay(eio_sid, sid, state, None if offset is _NO_OFFSET else int(offset))
+            finally:
+                self._recovering.pop(sid, None)
+            if recovered:
+                base = self._replayed_upto.get(sid, base)
         if not recovered and state is not None:
             pid = secrets.token_urlsafe(16)
         if eio_sid not in self.eio.sockets:
@@ -290,6 +315,7 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             await self.manager.disconnect(sid, namespace, ignore_queue=True)
             return
         self.pids[sid] = pid
+        self._base[sid] = base
         await self._send_packet(
             eio_sid, self.packet_class(packet.CONNECT, {"sid": sid, "pid": pid}, namespace=namespace)
         )
@@ -315,9 +341,7 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             events, more = [], True
         if more or sid not in self._replaying:  # too much, or the client left meanwhile
             # Too much to replay: start afresh; the client pages history instead.
-            for session_id in rooms:
-                self.manager.basic_leave_room(sid, "/", room(session_id))
-            self._replaying.pop(sid, None)
+            self._abandon(sid, rooms)
             return False
         last = after
         try:
@@ -328,10 +352,17 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
                     eio_sid, self.packet_class(packet.EVENT, data=[event, record, str(event_offset)], namespace="/")
                 )
                 last = event_offset
-        except ChatMDBError:
+        except ChatMDBError:  # the client does not read its replay
+            self._abandon(sid, rooms)
             return False
         self._replayed_upto[sid] = last
         return True
+
+    def _abandon(self, sid: str, rooms: list[str]) -> None:
+        """Undo a replay that will not complete: out of its rooms, nothing buffered."""
+        for session_id in rooms:
+            self.manager.basic_leave_room(sid, "/", room(session_id))
+        self._replaying.pop(sid, None)
 
     def _forget_replay(self, sid: str, upto: int) -> None:
         if self._replayed_upto.get(sid) == upto:

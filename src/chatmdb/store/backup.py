@@ -117,14 +117,45 @@ def _stage(engine: type[Engine], source: Path, staging: Path) -> None:
 
 
 def _verify(directory: Path, backend: str) -> dict[str, Any]:
-    from .core import open_store  # the facade opens; this module only moves files
+    """Open the database in *directory* and verify it, without its use lock (the restore holds it)."""
+    from .core import Store, _open_engine  # the facade opens; this module only moves files
 
-    with open_store(directory, backend=backend) as store:
+    engine = _open_engine(directory, backend, "full", None)
+    try:
+        store = Store(engine, durability="full", group_commit=False)
+    except BaseException:
+        engine.close()
+        raise
+    with store:
         return store.verify()
+
+
+def _unique(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.{n}")
+    return candidate
+
+
+def _move_all(names: list[str], source: Path, dest: Path, moved: list[tuple[Path, Path]]) -> None:
+    for name in names:
+        os.replace(source / name, dest / name)
+        moved.append((source / name, dest / name))
+
+
+def _undo(moved: list[tuple[Path, Path]]) -> None:
+    for source, dest in reversed(moved):
+        os.replace(dest, source)
+    moved.clear()
 
 
 def restore(source: str | os.PathLike[str], dest: str | os.PathLike[str], *, backend: str, force: bool) -> dict[str, Any]:
     """Replace the database at *dest* by the backup at *source*; return the restored one's ``verify()`` report.
+
+    The database's files are moved, not its directory, so *dest* may be a
+    mount point, and the exclusive lock on ``dest/chatmdb.lock`` is held from
+    the first check to the last: no store opens *dest* meanwhile.
 
     :raises ValidationError: *source* is not a complete database of *backend*,
         *dest* holds a database and *force* is not set, or a path is a symlink.
@@ -137,47 +168,44 @@ def restore(source: str | os.PathLike[str], dest: str | os.PathLike[str], *, bac
         raise ValidationError(f"{target} is a symlink; name the directory it points to")
     if target.exists() and not target.is_dir():
         raise ValidationError(f"{target} is not a directory")
-    occupied = target.is_dir() and any(p.name != USE_LOCK for p in target.iterdir())
+    existed = target.is_dir()
+    occupied = existed and any(p.name != USE_LOCK for p in target.iterdir())
     if occupied and not force:
         raise ValidationError(f"{target} holds a database; pass --force to replace it")
-    make_private_dir(target.parent)
-    staging = target.parent / f".{target.name}.restoring-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    make_private_dir(staging)
-    lock: UseLock | None = None
-    kept: Path | None = None
+    make_private_dir(target)
+    lock = UseLock(target, exclusive=True)  # refused while any store has it open
+    # Staging and the replaced files live beside the target on its file
+    # system (inside it when it is a mount point), so moves are renames.
+    inside = os.path.ismount(target)
+    home = target if inside else target.parent
+    prefix = "." if inside else f"{target.name}."
+    staging = _unique(home / f".{prefix.strip('.') or 'db'}.restoring-{os.getpid()}")
+    kept = _unique(home / f"{prefix}before-restore-{time.strftime('%Y%m%dT%H%M%S')}")
+    moved_out: list[tuple[Path, Path]] = []
+    moved_in: list[tuple[Path, Path]] = []
     try:
+        make_private_dir(staging)
         _stage(engine, src, staging)
         report = _verify(staging, backend)
         if not report["ok"]:
             raise StorageError(f"the backup at {src} does not verify: {report['errors'][:3]}")
-        (staging / USE_LOCK).unlink(missing_ok=True)
-        if target.is_dir():
-            # Refused while any store has the target open; and no store can
-            # open it (or its replacement) until this lock is released.
-            lock = UseLock(target, exclusive=True)
-            if occupied:
-                kept = target.with_name(f"{target.name}.before-restore-{time.strftime('%Y%m%dT%H%M%S')}")
-                target.rename(kept)
-            else:
-                shutil.rmtree(target)  # empty but for its lock file
-        staging.rename(target)
+        skip = {USE_LOCK, staging.name, kept.name}
+        make_private_dir(kept)
+        _move_all([p.name for p in target.iterdir() if p.name not in skip], target, kept, moved_out)
+        _move_all([p.name for p in staging.iterdir() if p.name != USE_LOCK], staging, target, moved_in)
         report = _verify(target, backend)
         if not report["ok"]:
             raise StorageError(f"the restored database at {target} does not verify: {report['errors'][:3]}")
     except BaseException:
-        if kept is not None:
-            # Put the replaced database back where it was.
-            if target.exists():
-                shutil.rmtree(target)
-            kept.rename(target)
-            kept = None
+        # Put the replaced database back exactly as it was.
+        _undo(moved_in)
+        _undo(moved_out)
+        shutil.rmtree(kept, ignore_errors=True)
         raise
     finally:
-        if lock is not None:
-            lock.release()
         shutil.rmtree(staging, ignore_errors=True)
-    if kept is not None:
-        shutil.rmtree(kept)
+        lock.release()
+        if not existed and not any(p.name != USE_LOCK for p in target.iterdir()):
+            shutil.rmtree(target, ignore_errors=True)  # nothing was restored into a directory made for it
+    shutil.rmtree(kept, ignore_errors=True)
     return report
-

@@ -56,22 +56,34 @@ def since(txn: ReadTxn, rooms: list[tuple[str, bytes]], after: int, limit: int) 
     (older changes of it are passed over: the newest state supersedes them).
     """
     merged: list[tuple[int, str, str, bytes]] = []
+    # Raw events read per room at most. Superseded context/task changes and
+    # deleted records are dropped after the read, so a room that reaches its
+    # cap may hold more live events than were read: then "more" must be true,
+    # whatever is left after dropping (or the caller would think it has all).
+    cap = limit * 4 + 4
+    horizon: int | None = None  # past the lowest offset a capped room reached, the page is incomplete
     for session_id, skey in rooms:
         n = sessions.number(txn, skey)
         if n is None:
             continue
-        for key, raw in txn.range("events", U64x2.pack(n, after + 1), U64x2.pack(n + 1, 0)):
-            name, ref = codec.decode(raw)
-            merged.append((U64x2.unpack(key)[1], session_id, name, ref))
-            if len(merged) > limit * 4 + 4 * len(rooms):
+        rows = txn.range("events", U64x2.pack(n, after + 1), U64x2.pack(n + 1, 0))
+        for read, (key, raw) in enumerate(rows):
+            offset = U64x2.unpack(key)[1]
+            if read == cap:
+                horizon = offset - 1 if horizon is None else min(horizon, offset - 1)
                 break
+            name, ref = codec.decode(raw)
+            merged.append((offset, session_id, name, ref))
+    truncated = horizon is not None
+    if horizon is not None:
+        merged = [row for row in merged if row[0] <= horizon]
     merged.sort()
     newest: dict[bytes, int] = {}
     for offset, _, name, ref in merged:
         if name != "message":
             newest[ref] = offset
     events: list[Event] = []
-    more = False
+    more = truncated
     for offset, session_id, name, ref in merged:
         if name != "message" and newest[ref] != offset:
             continue
