@@ -118,6 +118,24 @@ def main() -> None:
     help="Keep at most this many of each session's newest messages.",
 )
 @click.option(
+    "--backup-dir",
+    default=None,
+    help="Take hot backups into timestamped folders under this directory while serving "
+    "(DIR/chatmdb-<UTC time>), each verified; the newest --backup-keep are kept.",
+)
+@click.option(
+    "--backup-every",
+    default=None,
+    metavar="DURATION",
+    help="Time between scheduled backups, like 30s, 10m, 1h or 1d.  [default: 1h]",
+)
+@click.option(
+    "--backup-keep",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Scheduled backups kept; older ones it made are deleted.  [default: 24]",
+)
+@click.option(
     "--ws-deflate/--no-ws-deflate",
     default=False,
     show_default=True,
@@ -144,6 +162,9 @@ def serve(
     workers: str,
     retain_days: float | None,
     retain_messages: int | None,
+    backup_dir: str | None,
+    backup_every: str | None,
+    backup_keep: int | None,
     ws_deflate: bool,
     durability: str,
     recovery_window: float,
@@ -172,6 +193,23 @@ def serve(
         gateway_limits = Limits(**limits)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
+    backups = None
+    if backup_dir is not None:
+        from .gateway.backups import BackupPolicy, parse_duration
+
+        try:
+            every = parse_duration("1h" if backup_every is None else backup_every)
+        except ChatMDBError as exc:
+            raise click.BadParameter(str(exc), param_hint="--backup-every") from exc
+        if not backup_dir.strip():
+            raise click.BadParameter("must name a directory", param_hint="--backup-dir")
+        try:
+            backups = BackupPolicy(Path(backup_dir), every, 24 if backup_keep is None else backup_keep)
+            backups.check_outside(db_path)
+        except ChatMDBError as exc:
+            raise click.BadParameter(str(exc), param_hint="--backup-dir") from exc
+    elif backup_every is not None or backup_keep is not None:
+        raise click.BadParameter("scheduled backups need --backup-dir", param_hint="--backup-every/--backup-keep")
     try:
         run_server(
             db_path=db_path,
@@ -187,6 +225,7 @@ def serve(
             workers=count,
             retain_days=retain_days,
             retain_messages=retain_messages,
+            backups=backups,
             allowed_hosts=None if allowed_hosts is None else [h.strip() for h in allowed_hosts.split(",") if h.strip()],
         )
     except ChatMDBError as exc:  # a database of a newer format, in use, not writable...
@@ -320,6 +359,199 @@ def bench(quick: bool, out_dir: str, only: str | None, keep: bool) -> None:
 
     click.echo(markdown(results))
     click.echo(f"Wrote {Path(out_dir) / 'results.json'}, report.md and bench.png", err=True)
+
+
+@main.command()
+@_db_option
+@_backend_option
+def compact(db_path: str, backend: str) -> None:
+    """Rewrite the database without the free space deleted records left (the server must be stopped).
+
+    Neither engine shrinks its file when records are deleted. This writes a
+    compacted copy beside the database, verifies it, swaps it in (the old one
+    is kept as DB.before-compact-<time> until the new one verifies, and put
+    back if it does not) and prints the sizes before and after. Refused while
+    any store or server has the database open.
+
+    Example: chatmdb compact --db ./chatmdb-data
+    """
+    from .store.compact import compact as compact_database
+
+    try:
+        report = compact_database(db_path, backend)
+    except ChatMDBError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _print(report)
+
+
+# -- export, import and migrate --------------------------------------------------------
+
+
+class _RecordCounter:
+    """``progress(done, total)`` drawn as a counter on stderr, only when stderr is a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.shown = sys.stderr.isatty()
+        self.drawn = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.shown:
+            of = f" of {total:,}" if total else ""
+            sys.stderr.write(f"\r{self.label}: {done:,}{of} records")
+            sys.stderr.flush()
+            self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _require_database(db_path: str, backend: str) -> None:
+    from .store.export import ENGINE_FILES
+
+    if not any((Path(db_path) / name).is_file() for name in ENGINE_FILES[backend]):
+        raise click.ClickException(f"{db_path} holds no {backend} database")
+
+
+def _open_export(file: str) -> Any:
+    # Undecodable bytes become lone surrogates, which the import refuses naming their line.
+    try:
+        return open(file, encoding="utf-8", errors="surrogateescape", newline="\n")
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {file}: {exc.strerror or exc}") from exc
+
+
+def _export_to_file(store: Store, output: Path, progress: _RecordCounter) -> dict[str, int]:
+    """Export into a private file beside *output*, renamed to it only once complete."""
+    from .store.export import export
+
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8", newline="\n") as out:
+            counts = export(store, out, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, output)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return counts
+
+
+def _store_spec(spec: str, option: str) -> tuple[str, str]:
+    backend, _, path = spec.partition(":")
+    if backend not in ("lmdb", "sqlite") or not path:
+        raise click.BadParameter(f"expected lmdb:PATH or sqlite:PATH, not {spec!r}", param_hint=option)
+    return backend, path
+
+
+@main.command("export")
+@_db_option
+@_backend_option
+@click.option("-o", "--output", default=None, help="Write the export to this file (default: standard output).")
+def export_command(db_path: str, backend: str, output: str | None) -> None:
+    """Write every session, message, agent card, shared context and task as JSON Lines.
+
+    The export is read from one transaction: a consistent snapshot while the
+    database is in use. Load it with `chatmdb import`. Counts go to stdout
+    with -o, to stderr without.
+
+    Example: chatmdb export --db ./chatmdb-data -o chatmdb.jsonl
+    """
+    import io
+
+    from .store.export import export
+
+    _require_database(db_path, backend)
+    progress = _RecordCounter("export")
+    with _open(db_path, backend) as store:
+        try:
+            if output is None or output == "-":
+                stream = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="\n")
+                try:
+                    counts = export(store, stream, progress)
+                finally:
+                    stream.flush()
+                    stream.detach()
+            else:
+                counts = _export_to_file(store, Path(output), progress)
+        except ChatMDBError as exc:
+            raise click.ClickException(str(exc)) from exc
+        finally:
+            progress.close()
+    to_stdout = output is not None and output != "-"
+    click.echo(json.dumps({"exported": counts, "path": output or "-"}, indent=2, sort_keys=True), err=not to_stdout)
+
+
+@main.command("import")
+@_db_option
+@_backend_option
+@click.option("--merge", is_flag=True, help="Add to a database that holds records, skipping the ids it holds.")
+@click.argument("file")
+def import_command(db_path: str, backend: str, merge: bool, file: str) -> None:
+    """Load FILE, an export of `chatmdb export` (- for standard input), into an empty database.
+
+    Ids, seq numbers, timestamps, context versions and task states are kept.
+    The database is built beside --db and moved into place only once complete
+    and verified, so a failed import leaves --db as it was. With --merge the
+    export is added to the database there: records whose ids it holds are
+    skipped and reported, and the file is checked whole before anything is
+    written (not for standard input).
+
+    Example: chatmdb import --db ./chatmdb-data chatmdb.jsonl
+    """
+    import io
+
+    from .store.export import check_export, import_
+
+    progress = _RecordCounter("import")
+    try:
+        if file == "-":
+            stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="\n")
+            result = import_(db_path, stdin, merge, backend=backend, progress=progress)
+        else:
+            if merge:  # a merge writes into the database as it goes: check the file first
+                with _open_export(file) as lines:
+                    check_export(lines)
+            with _open_export(file) as lines:
+                result = import_(db_path, lines, merge, backend=backend, progress=progress)
+    except ChatMDBError as exc:
+        raise click.ClickException(f"{file}: {exc}") from exc
+    finally:
+        progress.close()
+    _print(result)
+
+
+@main.command("migrate")
+@click.option("--from", "source", required=True, metavar="BACKEND:PATH", help="The database to copy, e.g. lmdb:./chatmdb-data.")
+@click.option("--to", "dest", required=True, metavar="BACKEND:PATH", help="A new or empty database, e.g. sqlite:./chatmdb-sqlite.")
+@click.option("--merge", is_flag=True, help="Add to a database that holds records, skipping the ids it holds.")
+def migrate_command(source: str, dest: str, merge: bool) -> None:
+    """Copy a database to another backend or place: its export piped into an import.
+
+    Everything `chatmdb import` keeps is kept; the copy is built beside the
+    target and moved into place once complete and verified.
+
+    Example: chatmdb migrate --from lmdb:./chatmdb-data --to sqlite:./chatmdb-sqlite
+    """
+    from .store.export import migrate
+
+    src_backend, src_path = _store_spec(source, "--from")
+    dst_backend, dst_path = _store_spec(dest, "--to")
+    _require_database(src_path, src_backend)
+    progress = _RecordCounter("migrate")
+    try:
+        with _open(src_path, src_backend) as store:
+            result = migrate(store, dst_path, backend=dst_backend, merge=merge, progress=progress)
+    except ChatMDBError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        progress.close()
+    _print(result)
 
 
 if __name__ == "__main__":  # pragma: no cover

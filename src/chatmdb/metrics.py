@@ -146,3 +146,43 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class BackupMetrics:
+    """The metrics of scheduled backups (``serve --backup-dir``), in an app's registry.
+
+    Registered only where a schedule runs, so a server without one does not
+    report a last backup at time 0.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.last_timestamp = Gauge(
+            "chatmdb_last_backup_timestamp_seconds",
+            "Unix time the newest scheduled backup was taken (its snapshot), 0 if none.",
+            registry=registry,
+        )
+        self.last_bytes = Gauge("chatmdb_last_backup_bytes", "Size of the newest scheduled backup.", registry=registry)
+        self.last_seconds = Gauge(
+            "chatmdb_last_backup_duration_seconds",
+            "Time the newest scheduled backup took to write and verify.",
+            registry=registry,
+        )
+        self.taken = Counter("chatmdb_backups", "Scheduled backups written and verified.", registry=registry)
+        self.failures = Counter(
+            "chatmdb_backup_failures",
+            "Scheduled backups that failed (not written, or did not verify).",
+            registry=registry,
+        )
+
+    def found(self, taken_at: float, size: int) -> None:
+        """A backup that a previous server left is the newest."""
+        self.last_timestamp.set(taken_at)
+        self.last_bytes.set(size)
+
+    def succeeded(self, taken_at: float, size: int, seconds: float) -> None:
+        self.found(taken_at, size)
+        self.last_seconds.set(seconds)
+        self.taken.inc()
+
+    def failed(self) -> None:
+        self.failures.inc()

@@ -78,8 +78,13 @@ class Engine(abc.ABC):
         """Sizes: ``file_size``, ``bytes_used``, ``map_size`` (None if unbounded)."""
 
     @abc.abstractmethod
-    def backup(self, dest: Path) -> None:
-        """Write a consistent copy of the database into the directory *dest*."""
+    def backup(self, dest: Path, *, compact: bool = False) -> None:
+        """Write a consistent copy of the database into the directory *dest*.
+
+        With *compact*, the copy holds only the pages in use (the free space
+        deleted records left is not copied), at the cost of a slower copy. An
+        engine whose copy is always compact (LMDB) ignores the flag.
+        """
 
     @abc.abstractmethod
     def check(self) -> list[str]:
