@@ -54,3 +54,30 @@ def test_disk_full(small_fs: tuple[Path, str], backend: str, record_property: py
     with open_store(path, backend=backend) as store:
         check_messages(store, ["disk"], acked + report["acked_after"])
     print(f"{backend} on {fault}: {len(acked)} messages before the disk filled, error: {report['error']}")
+
+
+def test_import_onto_a_full_disk_fails_cleanly_and_changes_nothing(
+    small_fs: tuple[Path, str], backend: str, tmp_path: Path
+) -> None:
+    import sys
+
+    mount, fault = small_fs
+    if fault != "tmpfs":
+        pytest.skip("needs a small filesystem of its own (mount)")
+    source = tmp_path / "source"
+    with open_store(source, backend=backend) as store:
+        store.create_session(session_id="big")
+        for i in range(400):  # ~16 MB of messages: more than the 8 MiB filesystem holds
+            store.create_message({"session_id": "big", "content": f"{i} " + "x" * 40_000})
+    export = tmp_path / "export.jsonl"
+    done = subprocess.run([sys.executable, "-m", "chatmdb", "export", "--db", str(source), "--backend", backend,
+                           "-o", str(export)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    target = mount / "db"
+    done = subprocess.run([sys.executable, "-m", "chatmdb", "import", "--db", str(target), "--backend", backend,
+                           str(export)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and ("full" in done.stderr or "space" in done.stderr), done.stderr
+    # Nothing at the target, and the half-built database beside it is gone (the disk is usable again).
+    assert not target.exists() or not [p for p in target.iterdir() if p.name != "chatmdb.lock"]
+    assert [p.name for p in mount.iterdir() if p.name != "db"] == []

@@ -10,6 +10,9 @@ a store and runs the app under uvicorn. The modules, each with one job:
 * :mod:`.recovery`: connection state recovery, kept in the store;
 * :mod:`.packets`: malformed Socket.IO packets, answered rather than logged;
 * :mod:`.guard`: the limits that keep one client from hurting the others;
+* :mod:`.fanout`: room events across worker processes, from the store's event log;
+* :mod:`.retention`: pruning old messages while serving;
+* :mod:`.backups`: scheduled, verified hot backups while serving;
 * :mod:`.middleware`: ASGI middleware (Host names, body size, abandoned polls, log redaction);
 * :mod:`.app`: the app assembled, and the server.
 """

@@ -19,6 +19,8 @@ events          room events and saved connection state (connection state recover
 migrations      the format version check and the migrations between versions
 verify          ``verify()``
 backup          hot backup and restore
+export          export, import and migrate (JSON lines)
+compact         compaction
 ==============  ===================================================================
 """
 
