@@ -175,7 +175,7 @@ def test_a_copy_that_does_not_verify_changes_nothing(
     db = tmp_path / "db"
     kept = _fill(db, backend)
     before = _snapshot(db)
-    real = compact_module._verify_unlocked
+    real = compact_module.verify_unlocked
     calls: list[Path] = []
 
     def failing_at(which: int) -> Any:
@@ -189,7 +189,7 @@ def test_a_copy_that_does_not_verify_changes_nothing(
         return verify
 
     # The staged copy does not verify: the database was never moved.
-    monkeypatch.setattr(compact_module, "_verify_unlocked", failing_at(1))
+    monkeypatch.setattr(compact_module, "verify_unlocked", failing_at(1))
     with pytest.raises(CorruptionError, match="nothing was changed"):
         compact(db, backend)
     assert _snapshot(db) == before
@@ -197,7 +197,7 @@ def test_a_copy_that_does_not_verify_changes_nothing(
 
     # The copy verifies, is swapped in, and then does not: the old one is put back.
     calls.clear()
-    monkeypatch.setattr(compact_module, "_verify_unlocked", failing_at(2))
+    monkeypatch.setattr(compact_module, "verify_unlocked", failing_at(2))
     with pytest.raises(CorruptionError, match="does not verify"):
         compact(db, backend)
     assert len(calls) == 2 and calls[1] == db
@@ -218,7 +218,7 @@ def test_compact_without_hard_links(tmp_path: Path, backend: str, monkeypatch: p
         raise OSError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", no_links)
-    real = compact_module._verify_unlocked
+    real = compact_module.verify_unlocked
     calls: list[Path] = []
 
     def verify(directory: Path, backend: str) -> dict[str, Any]:
@@ -226,11 +226,11 @@ def test_compact_without_hard_links(tmp_path: Path, backend: str, monkeypatch: p
         report = real(directory, backend)
         return {**report, "ok": False, "errors": ["injected"]} if len(calls) == 2 else report
 
-    monkeypatch.setattr(compact_module, "_verify_unlocked", verify)
+    monkeypatch.setattr(compact_module, "verify_unlocked", verify)
     with pytest.raises(CorruptionError):
         compact(db, backend)
     assert _snapshot(db) == snapshot
-    monkeypatch.setattr(compact_module, "_verify_unlocked", real)
+    monkeypatch.setattr(compact_module, "verify_unlocked", real)
     report = compact(db, backend)
     assert report["bytes_after"] < 0.4 * before
     assert _leftovers(tmp_path) == []
@@ -245,7 +245,7 @@ def test_the_locked_database_cannot_be_opened_while_it_is_compacted(
     db = tmp_path / "db"
     with open_store(db, backend=backend) as store:
         store.create_session(session_id="s")
-    real = compact_module._verify_unlocked
+    real = compact_module.verify_unlocked
     seen: list[str] = []
 
     def verify(directory: Path, backend: str) -> dict[str, Any]:
@@ -255,7 +255,7 @@ def test_the_locked_database_cannot_be_opened_while_it_is_compacted(
             seen.append(str(refused.value))
         return real(directory, backend)
 
-    monkeypatch.setattr(compact_module, "_verify_unlocked", verify)
+    monkeypatch.setattr(compact_module, "verify_unlocked", verify)
     compact(db, backend)
     assert len(seen) == 1
     with open_store(db, backend=backend) as store:

@@ -117,17 +117,9 @@ def _stage(engine: type[Engine], source: Path, staging: Path) -> None:
 
 
 def _verify(directory: Path, backend: str) -> dict[str, Any]:
-    """Open the database in *directory* and verify it, without its use lock (the restore holds it)."""
-    from .core import Store, _open_engine  # the facade opens; this module only moves files
+    from .core import verify_unlocked  # the facade opens; this module only moves files
 
-    engine = _open_engine(directory, backend, "full", None)
-    try:
-        store = Store(engine, durability="full", group_commit=False)
-    except BaseException:
-        engine.close()
-        raise
-    with store:
-        return store.verify()
+    return verify_unlocked(directory, backend)
 
 
 def _unique(path: Path) -> Path:

@@ -39,7 +39,7 @@ from typing import Any
 from ..engines.base import Engine, make_private_dir
 from ..errors import CorruptionError, StorageError, ValidationError
 from .backup import UseLock, _engine_class
-from .core import Store, _open_engine
+from .core import _open_engine, verify_unlocked
 from .schema import TABLES
 
 __all__ = ["compact", "compacted_backup"]
@@ -98,7 +98,7 @@ def compact(path: str | os.PathLike[str], backend: str) -> dict[str, Any]:
             make_private_dir(staging)
             _copy_compacted(target, backend, staging)
             _sync_tree(staging)
-            report = _verify_unlocked(staging, backend)
+            report = verify_unlocked(staging, backend)
             if not report["ok"]:
                 raise CorruptionError(
                     f"the compacted copy of {target} does not verify: {report['errors'][:3]}; nothing was changed",
@@ -118,7 +118,7 @@ def compact(path: str | os.PathLike[str], backend: str) -> dict[str, Any]:
                 moved.append((target / name, aside / name))
                 os.replace(staging / name, target / name)  # one rename: the old file or the new, never neither
             _sync_dir(target)
-            report = _verify_unlocked(target, backend)
+            report = verify_unlocked(target, backend)
             if not report["ok"]:
                 raise CorruptionError(f"the compacted database at {target} does not verify: {report['errors'][:3]}")
             after = _data_bytes(engine, target)
@@ -201,18 +201,6 @@ def _copy_compacted(source: Path, backend: str, dest: Path) -> None:
         raise StorageError(f"cannot write the compacted copy to {dest}: {exc}") from exc
     finally:
         engine.close()
-
-
-def _verify_unlocked(directory: Path, backend: str) -> dict[str, Any]:
-    """Open the store in *directory* without taking ``chatmdb.lock`` (compaction holds it) and verify it."""
-    engine = _open_engine(directory, backend, "full", None)
-    try:
-        store = Store(engine, durability="full", group_commit=False)
-    except BaseException:
-        engine.close()
-        raise
-    with store:
-        return store.verify()
 
 
 def _sync_tree(directory: Path) -> None:

@@ -592,6 +592,22 @@ def open_store(
     return store
 
 
+def verify_unlocked(directory: Path, backend: str) -> dict[str, Any]:
+    """Open the database in *directory* without taking its use lock, and verify it.
+
+    For restore and compaction, which hold that lock exclusively while they
+    check the database they are about to put in place.
+    """
+    engine = _open_engine(directory, backend, "full", None)
+    try:
+        store = Store(engine, durability="full", group_commit=False)
+    except BaseException:
+        engine.close()
+        raise
+    with store:
+        return store.verify()
+
+
 def _open_engine(path: Path, backend: str, durability: str, map_size: int | None) -> Engine:
     tables = tuple(TABLES)
     if backend == "lmdb":
