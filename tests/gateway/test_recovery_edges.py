@@ -77,3 +77,58 @@ def _token_file(tmp_path: Any) -> Any:
     path = tmp_path / "token"
     path.write_text("tok\n")
     return path
+
+
+async def test_live_events_during_a_replay_arrive_once_and_in_order(server: Server) -> None:
+    from chatmdb import open_store
+
+    async with aiohttp.ClientSession() as http:
+        subject = await _open(http, server)
+        hello = json.loads((await _until(subject, "40"))[2:])
+        pid = hello["pid"]
+        session = f"live-{pid[:8]}"
+        await subject.send_str("421" + json.dumps(["create_session", {"session_id": session}]))
+        await _until(subject, "431")
+        await subject.send_str("422" + json.dumps(["join", {"session_id": session}]))
+        await _until(subject, "432")
+        await subject.close()  # lost transport, no event seen: recovery from the connection's start
+        await asyncio.sleep(0.2)
+        with open_store(server.db, backend=server.backend) as store:  # a long backlog to replay
+            for i in range(2000):
+                store.create_message({"session_id": session, "content": f"backlog {i}"})
+        sender = await _open(http, server)
+        await _until(sender, "40")
+        stop = asyncio.Event()
+
+        async def keep_sending() -> int:
+            sent = 0
+            while not stop.is_set() and sent < 300:
+                await sender.send_str(f"42{sent + 1}" + json.dumps(["send_message", {"session_id": session, "content": "live"}]))
+                await _until(sender, f"43{sent + 1}")
+                sent += 1
+            return sent
+
+        sending = asyncio.create_task(keep_sending())
+        await asyncio.sleep(0.05)  # the sender is under way when the recovery starts
+        back = await _open(http, server, {"pid": pid})
+        seen: list[str] = []
+        reply = json.loads((await _until(back, "40", seen))[2:])
+        assert reply["pid"] == pid
+        await asyncio.sleep(0.3)
+        stop.set()
+        sent = await sending
+        total = 2000 + sent
+        seqs = [json.loads(p[2:])[1]["seq"] for p in seen if p.startswith("42")]
+        deadline = asyncio.get_running_loop().time() + WAIT  # bounded: the live ones after the CONNECT reply
+        while len(seqs) < total and asyncio.get_running_loop().time() < deadline:
+            try:
+                text = await asyncio.wait_for(back.receive_str(), 0.05)
+            except TimeoutError:
+                continue
+            if text == "2":
+                await back.send_str("3")
+            elif text.startswith("42"):
+                seqs.append(json.loads(text[2:])[1]["seq"])
+        assert seqs == list(range(1, total + 1)), (len(seqs), total, seqs[:3], seqs[-3:])
+        await back.close()
+        await sender.close()
