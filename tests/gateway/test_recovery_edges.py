@@ -132,3 +132,39 @@ async def test_live_events_during_a_replay_arrive_once_and_in_order(server: Serv
         assert seqs == list(range(1, total + 1)), (len(seqs), total, seqs[:3], seqs[-3:])
         await back.close()
         await sender.close()
+
+
+async def test_a_revoked_token_cannot_recover_and_touches_nothing(tmp_path: Any) -> None:
+    from .conftest import start_server, stop_and_check
+
+    token_file = tmp_path / "token"
+    token_file.write_text("old-token\n")
+    first = start_server(tmp_path, "lmdb", args=("--token-file", str(token_file)), token="old-token")
+    servers = [first]
+    try:
+        async with aiohttp.ClientSession() as http:
+            client = await _open(http, first, {"token": "old-token"})
+            hello = json.loads((await _until(client, "40"))[2:])
+            await client.send_str("421" + json.dumps(["create_session", {"session_id": "revoked"}]))
+            await _until(client, "431")
+            await client.send_str("422" + json.dumps(["join", {"session_id": "revoked"}]))
+            await _until(client, "432")
+            await client.close()
+            await asyncio.sleep(0.2)
+            stop_and_check(first)
+            token_file.write_text("new-token\n")  # the old token is revoked
+            second = start_server(tmp_path, "lmdb", args=("--token-file", str(token_file)), token="new-token",
+                                  port=first.port)
+            servers.append(second)
+            refused = await _open(http, second, {"token": "old-token", "pid": hello["pid"], "offset": "0"})
+            assert "unauthorized" in await _until(refused, "44")
+            await refused.close()
+            # The refused attempt consumed nothing: the right token still recovers the same connection.
+            back = await _open(http, second, {"token": "new-token", "pid": hello["pid"], "offset": "0"})
+            reply = json.loads((await _until(back, "40"))[2:])
+            assert (reply["sid"], reply["pid"]) == (hello["sid"], hello["pid"])
+            await back.close()
+    finally:
+        for server in servers:
+            if not server.stopped:
+                stop_and_check(server)
