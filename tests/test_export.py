@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -603,3 +604,23 @@ def test_cli_bad_input_is_a_clear_message_and_exit_1(tmp_path: Path) -> None:
     done = chatmdb_cli("export", "--db", str(tmp_path / "nothing"))
     assert done.returncode == 1 and "holds no lmdb database" in done.stderr
     assert not (tmp_path / "nothing").exists()
+
+
+def test_a_failed_import_into_an_open_store_never_removes_what_others_wrote(tmp_path: Path, backend: str) -> None:
+    with open_store(tmp_path / "src", backend=backend) as source:
+        fill(source)
+        lines = export_text(source).split("\n")
+    truncated = [line + "\n" for line in lines[:-2]]  # no end line: refused at the end
+    with open_store(tmp_path / "dst", backend=backend) as store:
+
+        def meanwhile() -> Iterator[str]:
+            yield from truncated
+            store.create_session(session_id="someone-else")  # another writer, before the failure
+            store.save_connection("pid", {"rooms": []})
+
+        with pytest.raises(ValidationError, match="truncated") as failed:
+            import_(store, meanwhile())
+        assert "another writer" in " ".join(getattr(failed.value, "__notes__", []))
+        assert store.get_session("someone-else") is not None
+        assert store.take_connection("pid") == {"rooms": []}
+        assert store.verify()["ok"]

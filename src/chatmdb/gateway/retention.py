@@ -14,7 +14,6 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from ..errors import ChatMDBError
 from ..metrics import Metrics
 from ..store import Store
 
@@ -68,6 +67,6 @@ class Retention:
         while True:
             try:
                 await self.run_once()
-            except ChatMDBError:
-                logger.warning("retention failed; retrying at the next interval", exc_info=True)
+            except Exception:  # the loop must outlive any one failure
+                logger.exception("retention failed; retrying at the next interval")
             await asyncio.sleep(self.interval)

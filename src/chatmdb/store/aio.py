@@ -142,7 +142,8 @@ class AsyncStore:
         batch: int = PRUNE_BATCH,
     ) -> dict[str, int]:
         """``Store.prune``, one small transaction at a time on the writer, yielding between them."""
-        cutoff, keys = self._store._prune_args(older_than, keep_last, session_id, batch)
+        # In a thread: listing and checking every session is a read of the whole table.
+        cutoff, keys = await asyncio.to_thread(self._store._prune_args, older_than, keep_last, session_id, batch)
         pruned = touched = 0
         for key in keys:
             removed_here = 0

@@ -446,10 +446,12 @@ class Store:
         if cutoff is None and keep_last is None:
             raise ValidationError("prune needs older_than and/or keep_last")
         check_int(batch, "batch", 1, 100_000)
-        if session_id is not None:
-            return cutoff, [check_id(session_id, "session_id")]
+        keys = None if session_id is None else [check_id(session_id, "session_id")]
         with self._read() as txn:
-            return cutoff, [key for key, _ in txn.range("sessions", b"", None)]
+            if keys is None:
+                keys = [key for key, _ in txn.range("sessions", b"", None)]
+            # Only the sessions with something to remove get a write transaction.
+            return cutoff, [key for key in keys if messages.needs_pruning(txn, key, cutoff, keep_last)]
 
     # -- setup and operations ---------------------------------------------------------------
 

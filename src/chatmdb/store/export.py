@@ -56,7 +56,7 @@ from typing import Any, Final, NamedTuple, TextIO
 from ..engines.base import Engine, WriteTxn, make_private_dir
 from ..errors import CorruptionError, StorageError, StoreClosed, ValidationError
 from . import codec
-from .backup import USE_LOCK, UseLock
+from .backup import USE_LOCK, UseLock, _move_all, _undo, _unique
 from .core import Store, open_store
 from .rules import (
     MAX_OFFSET,
@@ -660,7 +660,8 @@ def import_(
     *backend*. Without *merge* the database must be empty (it may not exist
     yet): a path gets a new database built beside it and moved into place
     once complete and verified; an open store that fails to import is emptied
-    again. With *merge*, records whose ids the database holds are skipped and
+    again, unless another writer used it meanwhile (then what was imported
+    stays, and the error says so: nothing of others is ever removed). With *merge*, records whose ids the database holds are skipped and
     counted in ``skipped`` (the first ids of each kind in ``skipped_ids``),
     and messages of a session it holds are appended to it, renumbered
     (``renumbered_messages``) if their seq is taken. The database is verified
@@ -707,10 +708,27 @@ def _import_into(
     batch: list[_Item] = []
     size = 0
 
+    # The counters as this import left them after its last batch. A batch
+    # that finds them otherwise means another writer used the store
+    # meanwhile, and then a failed import must not empty it (nor rewind them).
+    ours = dict(counters)
+    others_wrote = False
+
     def flush() -> None:
-        nonlocal batch, size
+        nonlocal batch, size, others_wrote
         if batch:
-            tally.add(engine.write(_Batch(batch, merge)))
+            write = _Batch(batch, merge)
+
+            def run(txn: WriteTxn) -> tuple[_Tally, bool, dict[bytes, bytes | None]]:
+                # Derived from the transaction alone: the engine may run it twice.
+                foreign = any(txn.get("meta", key) != value for key, value in ours.items())
+                result = write(txn)
+                return result, foreign, {key: txn.get("meta", key) for key in ours}
+
+            done, foreign, after = engine.write(run)
+            others_wrote = others_wrote or foreign
+            ours.update(after)
+            tally.add(done)
             batch, size = [], 0
             if progress is not None:
                 progress(tally.done, None)
@@ -733,10 +751,23 @@ def _import_into(
             )
     except BaseException as exc:
         if empty_on_failure:
-            try:
-                _empty(engine, counters)
-            except Exception as again:  # the engine is failing; say so beside the first error
-                exc.add_note(f"the records imported before the failure could not be removed: {again}")
+            with engine.read() as txn:
+                others_wrote = (
+                    others_wrote
+                    or any(txn.get("meta", key) != value for key, value in ours.items())
+                    or next(iter(txn.range("recovery", b"", None)), None) is not None  # never written by imports
+                )
+            if others_wrote:
+                # Emptying now would delete what others wrote: leave it, and say so.
+                exc.add_note(
+                    f"{tally.done} records were imported before the failure and are still there: "
+                    "another writer used the store meanwhile, so it was not emptied"
+                )
+            else:
+                try:
+                    _empty(engine, counters)
+                except Exception as again:  # the engine is failing; say so beside the first error
+                    exc.add_note(f"the records imported before the failure could not be removed: {again}")
         raise
     return {
         "path": str(store.path),
@@ -884,7 +915,11 @@ def _move_into_place(staging: Path, target: Path, backend: str) -> None:
             # No store may have it open (a store holds a shared lock on it), nor open it
             # until the new database is in place; and it must still be empty.
             lock = UseLock(target, exclusive=True)
-            aside = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+            # The files move, not the directory: its lock file stays where it
+            # is, held, so no store can open the target until the new files are in.
+            aside = _unique(target.parent / f".{target.name}.replaced-{os.getpid()}")
+            moved_out: list[tuple[Path, Path]] = []
+            moved_in: list[tuple[Path, Path]] = []
             try:
                 if _holds_database(target, backend):
                     held = _records_in(target, backend)
@@ -892,16 +927,17 @@ def _move_into_place(staging: Path, target: Path, backend: str) -> None:
                         raise ValidationError(
                             f"{target} was written to during the import (it holds {', '.join(held)}); it was left as it is"
                         )
-                shutil.rmtree(aside, ignore_errors=True)
-                target.rename(aside)
+                make_private_dir(aside)
                 try:
-                    staging.rename(target)
+                    _move_all([p.name for p in target.iterdir() if p.name != USE_LOCK], target, aside, moved_out)
+                    _move_all([p.name for p in staging.iterdir() if p.name != USE_LOCK], staging, target, moved_in)
                 except OSError:
-                    aside.rename(target)
+                    _undo(moved_in)
+                    _undo(moved_out)
                     raise
             finally:
                 lock.release()
-            shutil.rmtree(aside, ignore_errors=True)
+                shutil.rmtree(aside, ignore_errors=True)
         _sync_dir(target.parent)
     except OSError as exc:
         raise StorageError(f"cannot move the imported database into {target}: {exc}") from exc

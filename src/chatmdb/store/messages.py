@@ -119,6 +119,21 @@ def instant(timestamp: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def needs_pruning(txn: ReadTxn, session_key: bytes, older_than: float | None, keep_last: int | None) -> bool:
+    """Whether ``prune_op`` would remove anything from this session (a read, to skip the others)."""
+    found = load(txn, "sessions", session_key)
+    if found is None:
+        return False
+    internal, session = found
+    n, last, pruned = internal["n"], session["message_count"], internal.get("pruned", 0)
+    if pruned >= last:
+        return False
+    if keep_last is not None and last - pruned > keep_last:
+        return True
+    raw = txn.get("messages", message_key(n, pruned + 1))
+    return older_than is not None and raw is not None and instant(codec.decode(raw)[1]["created_at"]) < older_than
+
+
 def prune_op(session_key: bytes, older_than: float | None, keep_last: int | None, most: int) -> Op[int]:
     """Remove up to *most* of a session's oldest messages: each one created before *older_than*,
     or not among the newest *keep_last*, up to the first that is neither (so what is removed is a
