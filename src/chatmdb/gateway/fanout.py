@@ -96,18 +96,20 @@ class Fanout:
             except Exception:  # the tail must outlive any one failure, or this worker goes quiet
                 logger.exception("delivering room events failed; retrying")
 
+    def _has_members(self, session_id: str) -> bool:
+        return bool(self._server.manager.rooms.get("/", {}).get(room(session_id)))
+
     async def deliver(self) -> None:
         """Send every event logged since the last delivery, in offset order. This method is a coroutine."""
         server = self._server
         while True:
             before = self.cursor
-            events, last = self._store.events_after(before, PAGE)
+            # Only sessions with a client of this worker: the others' records are not even read.
+            events, last = self._store.events_after(before, PAGE, self._has_members)
             if last == before:
                 return
             for offset, session_id, event, record, origin in events:
                 self.cursor = offset  # per event: a delivery cut short resumes after the last sent
-                if not server.manager.rooms.get("/", {}).get(room(session_id)):
-                    continue  # no client of this worker is in the session
                 try:
                     await server.emit_room_event(event, record, session_id, offset, skip_sid=origin)
                 except Exception:

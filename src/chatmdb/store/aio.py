@@ -144,17 +144,14 @@ class AsyncStore:
         """``Store.prune``, one small transaction at a time on the writer, yielding between them."""
         # In a thread: listing and checking every session is a read of the whole table.
         cutoff, keys = await asyncio.to_thread(self._store._prune_args, older_than, keep_last, session_id, batch)
-        pruned = touched = 0
-        for key in keys:
-            removed_here = 0
+        plan = messages.prune_plan(keys, cutoff, keep_last, batch)
+        try:
+            op = next(plan)
             while True:
-                removed = (await self.run(messages.prune_op(key, cutoff, keep_last, batch))).record
-                removed_here += removed
-                if removed < batch:
-                    break
-            pruned += removed_here
-            touched += bool(removed_here)
-        return {"pruned": pruned, "sessions": touched}
+                op = plan.send((await self.run(op)).record)
+        except StopIteration as finished:
+            result: dict[str, int] = finished.value
+            return result
 
     async def init_database(self) -> None:
         await self.run(init_op())

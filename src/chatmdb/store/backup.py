@@ -99,21 +99,36 @@ def _stage(engine: type[Engine], source: Path, staging: Path) -> None:
             raise ValidationError(f"{source} is not a backup directory (a symlink is not followed)")
     except FileNotFoundError:
         raise ValidationError(f"{source} does not exist") from None
+    check_files(engine, source)
     for name in engine.FILES:
-        item = source / name
-        try:
-            mode = item.lstat().st_mode
-        except FileNotFoundError:
-            raise ValidationError(
-                f"{source} holds no {engine.name} database: {name} is missing", hint="check the path and --backend"
-            ) from None
-        if not stat.S_ISREG(mode):
-            raise ValidationError(f"{item} is not a regular file (a symlink is not followed)")
-        shutil.copyfile(item, staging / name, follow_symlinks=False)
+        shutil.copyfile(source / name, staging / name, follow_symlinks=False)
         (staging / name).chmod(FILE_MODE)
     missing = set(TABLES) - engine.tables_in(staging)
     if missing:
         raise ValidationError(f"{source} is not a chatmdb database: it lacks the tables {', '.join(sorted(missing))}")
+
+
+def check_files(engine: type[Engine], directory: Path) -> None:
+    """Raise ValidationError unless *directory* holds every file of a database of *engine*,
+    as regular files (a symlink is refused, never followed)."""
+    for name in engine.FILES:
+        try:
+            mode = (directory / name).lstat().st_mode
+        except FileNotFoundError:
+            raise ValidationError(
+                f"{directory} holds no {engine.name} database: {name} is missing", hint="check the path and --backend"
+            ) from None
+        if not stat.S_ISREG(mode):
+            raise ValidationError(f"{directory / name} is not a regular file (a symlink is not followed)")
+
+
+def sync_dir(directory: Path) -> None:
+    """fsync a directory, so the renames in it are durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _verify(directory: Path, backend: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from typing import Any
 
 from ..engines.base import Engine, make_private_dir
 from ..errors import CorruptionError, StorageError, ValidationError
-from .backup import UseLock, _engine_class
+from .backup import UseLock, _engine_class, check_files, sync_dir
 from .core import _open_engine, verify_unlocked
 from .schema import TABLES
 
@@ -117,7 +117,7 @@ def compact(path: str | os.PathLike[str], backend: str) -> dict[str, Any]:
                     os.replace(target / name, aside / name)
                 moved.append((target / name, aside / name))
                 os.replace(staging / name, target / name)  # one rename: the old file or the new, never neither
-            _sync_dir(target)
+            sync_dir(target)
             report = verify_unlocked(target, backend)
             if not report["ok"]:
                 raise CorruptionError(f"the compacted database at {target} does not verify: {report['errors'][:3]}")
@@ -134,7 +134,7 @@ def compact(path: str | os.PathLike[str], backend: str) -> dict[str, Any]:
                 ) from exc
             moved.clear()
             with contextlib.suppress(OSError):
-                _sync_dir(target)
+                sync_dir(target)
             raise
     except OSError as exc:  # copying, moving or syncing files; the old database is in place
         raise StorageError(f"cannot compact {target}: {exc}") from exc
@@ -174,15 +174,7 @@ def _check_files(engine: type[Engine], target: Path) -> None:
         raise ValidationError(f"{target} is a symlink; name the directory it points to")
     if not stat.S_ISDIR(mode):
         raise ValidationError(f"{target} is not a directory")
-    for name in engine.FILES:
-        try:
-            item_mode = (target / name).lstat().st_mode
-        except FileNotFoundError:
-            raise ValidationError(
-                f"{target} holds no {engine.name} database: {name} is missing", hint="check the path and --backend"
-            ) from None
-        if not stat.S_ISREG(item_mode):
-            raise ValidationError(f"{target / name} is not a regular file (a symlink is not followed)")
+    check_files(engine, target)
 
 
 def _data_bytes(engine: type[Engine], directory: Path) -> int:
@@ -212,12 +204,4 @@ def _sync_tree(directory: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-    _sync_dir(directory)
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    sync_dir(directory)

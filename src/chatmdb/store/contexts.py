@@ -26,18 +26,24 @@ def create(size_limit: int, session_id: Any, data: Any, context_id: Any, origin:
     ckey = check_id(context_id, "context_id")
     at = now()
     context = {"id": context_id, "session_id": session_id, "data": data, "version": 1, "created_at": at, "updated_at": at}
-    codec.encode(context, size_limit, "shared context")
+    packed = codec.pack(context, size_limit, "shared context")
 
     def op(txn: WriteTxn) -> WriteOutcome[dict[str, Any]]:
         n = sessions.find(txn, skey, session_id)[0]["n"]
         if txn.get("contexts", ckey) is not None:
             raise Conflict(f"shared context {context_id!r:.80} already exists")
-        c = next_number(txn, "context")
-        put(txn, "contexts", ckey, {"n": n, "c": c}, context)
-        txn.put("session_contexts", U64x2.pack(n, c), ckey)
-        return done(dict(context), log_event(txn, n, "context_updated", ckey, origin))
+        return done(dict(context), insert(txn, n, ckey, packed, origin))
 
     return op
+
+
+def insert(txn: WriteTxn, n: int, ckey: bytes, packed: bytes, origin: str | None = None) -> int:
+    """Store a new context (its packed public record) in session *n*: the next context number,
+    the session's index entry and a room event, whose offset is returned."""
+    c = next_number(txn, "context")
+    txn.put("contexts", ckey, codec.seal_record({"n": n, "c": c}, packed))
+    txn.put("session_contexts", U64x2.pack(n, c), ckey)
+    return log_event(txn, n, "context_updated", ckey, origin)
 
 
 def update(

@@ -377,17 +377,20 @@ class Store:
         with self._read() as txn:
             return events.since(txn, rooms, after, limit)
 
-    def events_after(self, after: int, limit: int = 1000) -> tuple[list[events.TailEvent], int]:
+    def events_after(
+        self, after: int, limit: int = 1000, wanted: Callable[[str], bool] | None = None
+    ) -> tuple[list[events.TailEvent], int]:
         """Room events of every session with offset > *after*, oldest first: the log gateway workers tail.
 
         Returns ``([(offset, session_id, event, record, origin), ...], next_after)``;
         pass *next_after* back to read on. Of several changes of one context or
-        task in a page, only the newest is returned, as it is now.
+        task in a page, only the newest is returned, as it is now. With *wanted*,
+        only the events of the sessions it accepts are read and returned.
         """
         check_int(after, "after", 0, 2**63 - 1)
         check_int(limit, "limit", 1, events.MAX_EVENTS_PAGE)
         with self._read() as txn:
-            return events.tail(txn, after, limit)
+            return events.tail(txn, after, limit, wanted)
 
     def save_connection(self, pid: str, state: dict[str, Any]) -> None:
         """Store the recoverable state of a client connection under its private id."""
@@ -425,17 +428,14 @@ class Store:
         up for long. Returns ``{"pruned": messages removed, "sessions": sessions touched}``.
         """
         cutoff, keys = self._prune_args(older_than, keep_last, session_id, batch)
-        pruned = touched = 0
-        for key in keys:
-            removed_here = 0
+        plan = messages.prune_plan(keys, cutoff, keep_last, batch)
+        try:
+            op = next(plan)
             while True:
-                removed = self._run(messages.prune_op(key, cutoff, keep_last, batch)).record
-                removed_here += removed
-                if removed < batch:
-                    break
-            pruned += removed_here
-            touched += bool(removed_here)
-        return {"pruned": pruned, "sessions": touched}
+                op = plan.send(self._run(op).record)
+        except StopIteration as finished:
+            result: dict[str, int] = finished.value
+            return result
 
     def _prune_args(
         self, older_than: Any, keep_last: Any, session_id: Any, batch: Any

@@ -11,6 +11,7 @@ survives a restart of the server.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from ..engines.base import ReadTxn, WriteTxn, prefix_end
@@ -97,7 +98,9 @@ def since(txn: ReadTxn, rooms: list[tuple[str, bytes]], after: int, limit: int) 
     return events, more
 
 
-def tail(txn: ReadTxn, after: int, limit: int) -> tuple[list[TailEvent], int]:
+def tail(
+    txn: ReadTxn, after: int, limit: int, wanted: Callable[[str], bool] | None = None
+) -> tuple[list[TailEvent], int]:
     """Room events of every session with offset > *after*, oldest first, at most *limit*.
 
     Returns the events and the offset to tail from next (the last one read,
@@ -123,6 +126,8 @@ def tail(txn: ReadTxn, after: int, limit: int) -> tuple[list[TailEvent], int]:
             sid = txn.get("session_order", U64.pack(n))
             session_ids[n] = None if sid is None else sid.decode()
         session_id = session_ids[n]
+        if session_id is not None and wanted is not None and not wanted(session_id):
+            continue  # nobody to send it to: its record is not even read
         current = txn.get(EVENT_TABLES[name], ref)
         if session_id is None or current is None:
             continue  # deleted since

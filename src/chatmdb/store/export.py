@@ -56,7 +56,11 @@ from typing import Any, Final, NamedTuple, TextIO
 from ..engines.base import Engine, WriteTxn, make_private_dir
 from ..errors import CorruptionError, StorageError, StoreClosed, ValidationError
 from . import codec
-from .backup import USE_LOCK, UseLock, _move_all, _undo, _unique
+from . import contexts as contexts_module
+from . import messages as messages_module
+from . import sessions as sessions_module
+from . import tasks as tasks_module
+from .backup import USE_LOCK, UseLock, _move_all, _undo, _unique, sync_dir
 from .core import Store, open_store
 from .rules import (
     MAX_OFFSET,
@@ -75,15 +79,9 @@ from .schema import (
     FORMAT_VERSION,
     TABLES,
     U64,
-    U64x2,
-    agent_key,
     load,
-    log_event,
-    message_key,
-    next_number,
     prefix_end,
     put,
-    task_index_keys,
 )
 
 __all__ = [
@@ -581,33 +579,22 @@ class _Batch:
     def _session(self, txn: WriteTxn, item: _Item, sessions: _Touched, tally: _Tally) -> bool:
         if txn.get("sessions", item.key) is not None:
             return self._exists(item, tally)
-        # sessions.insert, with the number of messages retention removed before the export.
-        n = next_number(txn, "session")
-        internal = {"n": n, "pruned": item.pruned} if item.pruned else {"n": n}
-        txn.put("sessions", item.key, codec.seal_record(internal, item.packed))
-        txn.put("session_order", U64.pack(n), item.key)
+        sessions_module.insert(txn, item.key, item.packed, item.pruned)
         return True
 
     def _message(self, txn: WriteTxn, item: _Item, sessions: _Touched, tally: _Tally) -> bool:
         if txn.get("msg_uuid", item.key) is not None:
             return self._exists(item, tally)
-        # messages.create: the next seq of the session, a room event, the uuid and agent indexes.
         skey = item.skey
         assert skey is not None  # the reader gives every message its session
         internal, session = self._find(txn, item, sessions)
-        n, seq = internal["n"], session["message_count"] + 1
-        message = item.record
-        mkey = message_key(n, seq)
-        g = log_event(txn, n, "message", mkey)
-        if seq == message["seq"]:
-            txn.put("messages", mkey, codec.seal_record({"g": g}, item.packed))
-        else:  # merged into a session the database holds, after messages of its own
+        seq = session["message_count"] + 1
+        message, packed = item.record, item.packed
+        if seq != message["seq"]:  # merged into a session the database holds, after messages of its own
             message = {**message, "seq": seq}
+            packed = codec.pack(message)
             tally.renumbered += 1
-            put(txn, "messages", mkey, {"g": g}, message)
-        txn.put("msg_uuid", item.key, mkey)
-        if item.akey is not None:
-            txn.put("agent_msgs", agent_key(item.akey, g), mkey)
+        messages_module.insert(txn, internal["n"], seq, item.key, item.akey, packed)
         session["message_count"] = seq
         session["last_message_at"] = item.last_message_at if message is item.record else message["created_at"]
         sessions[skey] = (internal, session)
@@ -622,24 +609,14 @@ class _Batch:
     def _context(self, txn: WriteTxn, item: _Item, sessions: _Touched, tally: _Tally) -> bool:
         if txn.get("contexts", item.key) is not None:
             return self._exists(item, tally)
-        # contexts.create: the next context number, the session's index entry, a room event.
-        n = self._find(txn, item, sessions)[0]["n"]
-        c = next_number(txn, "context")
-        txn.put("contexts", item.key, codec.seal_record({"n": n, "c": c}, item.packed))
-        txn.put("session_contexts", U64x2.pack(n, c), item.key)
-        log_event(txn, n, "context_updated", item.key)
+        contexts_module.insert(txn, self._find(txn, item, sessions)[0]["n"], item.key, item.packed)
         return True
 
     def _task(self, txn: WriteTxn, item: _Item, sessions: _Touched, tally: _Tally) -> bool:
         if txn.get("tasks", item.key) is not None:
             return self._exists(item, tally)
-        # tasks.create: the next status number, the four index entries, a room event.
         n = self._find(txn, item, sessions)[0]["n"]
-        t = next_number(txn, "task")
-        txn.put("tasks", item.key, codec.seal_record({"n": n, "t": t}, item.packed))
-        for ikey in task_index_keys(n, item.record["status"]["state"], t):
-            txn.put("task_index", ikey, item.key)
-        log_event(txn, n, "task_updated", item.key)
+        tasks_module.insert(txn, n, item.key, item.record["status"]["state"], item.packed)
         return True
 
 
@@ -938,17 +915,9 @@ def _move_into_place(staging: Path, target: Path, backend: str) -> None:
             finally:
                 lock.release()
                 shutil.rmtree(aside, ignore_errors=True)
-        _sync_dir(target.parent)
+        sync_dir(target.parent)
     except OSError as exc:
         raise StorageError(f"cannot move the imported database into {target}: {exc}") from exc
-
-
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- migrate ---------------------------------------------------------------------------

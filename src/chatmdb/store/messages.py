@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import uuid as uuidlib
+from collections.abc import Generator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,25 +76,31 @@ def create(size_limit: int, data: Any, origin: str | None = None) -> Op[dict[str
             if stored["session_id"] == session_id:
                 return WriteOutcome(stored, False, None)  # a retry: nothing written
             raise Conflict(f"message_uuid {message_uuid!r:.80} already exists in another session")
-        n = internal["n"]
         seq = session["message_count"] + 1
         message = {**fields, "seq": seq}
-        mkey = message_key(n, seq)
-        g = log_event(txn, n, "message", mkey, origin)
-        with_seq = codec.with_field(packed, "seq", seq)
-        if with_seq is None:
-            put(txn, "messages", mkey, {"g": g}, message)
-        else:
-            txn.put("messages", mkey, codec.seal_record({"g": g}, with_seq))
-        txn.put("msg_uuid", ukey, mkey)
-        if akey is not None:
-            txn.put("agent_msgs", agent_key(akey, g), mkey)
+        with_seq = codec.with_field(packed, "seq", seq) or codec.pack(message)
+        g = insert(txn, internal["n"], seq, ukey, akey, with_seq, origin)
         session["message_count"] = seq
         session["last_message_at"] = created_at
         put(txn, "sessions", skey, internal, session)
         return WriteOutcome(message, True, g)
 
     return op
+
+
+def insert(
+    txn: WriteTxn, n: int, seq: int, ukey: bytes, akey: bytes | None, packed: bytes, origin: str | None = None
+) -> int:
+    """Store a message (its packed public record, seq included) as *seq* of session *n*, with
+    its room event and its uuid and agent index entries; return its event offset ``g``.
+    The caller moves the session's ``message_count`` on."""
+    mkey = message_key(n, seq)
+    g = log_event(txn, n, "message", mkey, origin)
+    txn.put("messages", mkey, codec.seal_record({"g": g}, packed))
+    txn.put("msg_uuid", ukey, mkey)
+    if akey is not None:
+        txn.put("agent_msgs", agent_key(akey, g), mkey)
+    return g
 
 
 def _remove(txn: WriteTxn, mkey: bytes, raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -117,6 +124,27 @@ def instant(timestamp: str) -> float:
     """Seconds since the epoch of an ISO 8601 timestamp (one without a zone is UTC)."""
     moment = datetime.fromisoformat(timestamp)
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def prune_plan(
+    keys: list[bytes], older_than: float | None, keep_last: int | None, batch: int
+) -> Generator[Op[int], int, dict[str, int]]:
+    """The prune operations of *keys*, one at a time: send each one's result back in.
+
+    Returns ``{"pruned", "sessions"}``. One plan serves ``Store.prune`` and
+    its coroutine twin, which differ only in how they run an operation.
+    """
+    pruned = touched = 0
+    for key in keys:
+        here = 0
+        while True:
+            removed = yield prune_op(key, older_than, keep_last, batch)
+            here += removed
+            if removed < batch:
+                break
+        pruned += here
+        touched += bool(here)
+    return {"pruned": pruned, "sessions": touched}
 
 
 def needs_pruning(txn: ReadTxn, session_key: bytes, older_than: float | None, keep_last: int | None) -> bool:

@@ -34,11 +34,15 @@ def new_record(session_id: str, title: str | None, metadata: dict[str, Any], at:
     }
 
 
-def insert(txn: WriteTxn, key: bytes, session: dict[str, Any]) -> None:
-    """Store a new session under the next session number."""
+def insert(txn: WriteTxn, key: bytes, packed: bytes, pruned: int = 0) -> int:
+    """Store a new session (its packed public record) under the next session number; return it.
+
+    *pruned* is how many of its first seqs retention removed (an imported session).
+    """
     n = next_number(txn, "session")
-    put(txn, "sessions", key, {"n": n}, session)
+    txn.put("sessions", key, codec.seal_record({"n": n, "pruned": pruned} if pruned else {"n": n}, packed))
     txn.put("session_order", U64.pack(n), key)
+    return n
 
 
 def find(txn: ReadTxn, key: bytes, session_id: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -65,12 +69,12 @@ def create(size_limit: int, title: Any, session_id: Any, metadata: Any) -> Op[di
     key = check_id(session_id, "session_id")
     meta = {} if metadata is None else check_dict(metadata, "metadata")
     session = new_record(session_id, title, meta, now())
-    codec.encode(session, size_limit, "session")
+    packed = codec.pack(session, size_limit, "session")
 
     def op(txn: WriteTxn) -> WriteOutcome[dict[str, Any]]:
         if txn.get("sessions", key) is not None:
             raise Conflict(f"session {session_id!r:.80} already exists")
-        insert(txn, key, session)
+        insert(txn, key, packed)
         return done(dict(session))
 
     return op
@@ -119,7 +123,7 @@ def create_default(txn: WriteTxn, at: str) -> None:
     """The "Default Session" of ``init_database``, once."""
     key = DEFAULT_SESSION_ID.encode()
     if txn.get("sessions", key) is None:
-        insert(txn, key, new_record(DEFAULT_SESSION_ID, DEFAULT_SESSION_TITLE, {}, at))
+        insert(txn, key, codec.pack(new_record(DEFAULT_SESSION_ID, DEFAULT_SESSION_TITLE, {}, at)))
 
 
 # -- reads -----------------------------------------------------------------------

@@ -55,7 +55,7 @@ def create(size_limit: int, task: Any, origin: str | None = None) -> Op[dict[str
         "history": task.get("history") or [],
         "metadata": task.get("metadata") or {},
     }
-    codec.encode(record, size_limit, "task")
+    packed = codec.pack(record, size_limit, "task")
 
     def op(txn: WriteTxn) -> WriteOutcome[dict[str, Any]]:
         found = load(txn, "sessions", skey)
@@ -63,13 +63,19 @@ def create(size_limit: int, task: Any, origin: str | None = None) -> Op[dict[str
             raise SessionNotFound(f"no session {context_id!r:.80} (a task's context_id names a session)")
         if txn.get("tasks", tkey) is not None:
             raise Conflict(f"task {task_id!r:.80} already exists")
-        n, t = found[0]["n"], next_number(txn, "task")
-        put(txn, "tasks", tkey, {"n": n, "t": t}, record)
-        for ikey in task_index_keys(n, state, t):
-            txn.put("task_index", ikey, tkey)
-        return done(dict(record), log_event(txn, n, "task_updated", tkey, origin))
+        return done(dict(record), insert(txn, found[0]["n"], tkey, state, packed, origin))
 
     return op
+
+
+def insert(txn: WriteTxn, n: int, tkey: bytes, state: str, packed: bytes, origin: str | None = None) -> int:
+    """Store a new task (its packed public record) in session *n*: the next status number, its
+    four index entries and a room event, whose offset is returned."""
+    t = next_number(txn, "task")
+    txn.put("tasks", tkey, codec.seal_record({"n": n, "t": t}, packed))
+    for ikey in task_index_keys(n, state, t):
+        txn.put("task_index", ikey, tkey)
+    return log_event(txn, n, "task_updated", tkey, origin)
 
 
 def update(
