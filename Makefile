@@ -6,9 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup serve test lint typecheck unit bench bench-quick clean
+.PHONY: setup browser serve test lint typecheck unit bench bench-quick clean
 
-setup: $(STAMP) tests/js/node_modules/.installed
+setup: $(STAMP) tests/js/node_modules/.installed browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,19 @@ $(STAMP): pyproject.toml
 tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The browser tests drive Debian's Chromium (browser downloads from elsewhere are not used).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  elif command -v sudo >/dev/null; then \
+	    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "the browser tests need Chromium at $(CHROMIUM): apt-get install chromium (as root)" >&2; exit 1; \
+	  fi; \
+	fi
 
 serve: $(STAMP)
 	$(VENV)/bin/chatmdb serve
