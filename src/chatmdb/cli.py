@@ -94,6 +94,25 @@ def main() -> None:
     help="Read the token from this file (its first line).",
 )
 @click.option(
+    "--jwt-secret",
+    default=lambda: os.environ.get("CHATMDB_JWT_SECRET"),
+    help="Accept JWTs signed with this HS256 secret, at least 32 bytes ($CHATMDB_JWT_SECRET; on the command line other local users can read it).",
+)
+@click.option(
+    "--jwt-public-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Accept JWTs signed with the private half of this PEM public key (RSA: RS256, P-256: ES256).",
+)
+@click.option("--jwt-audience", default=None, help="Accept only JWTs whose aud names this audience.")
+@click.option("--jwt-issuer", default=None, help="Accept only JWTs whose iss is this issuer.")
+@click.option(
+    "--cors-origins",
+    default=None,
+    help="Comma-separated web origins (scheme://host[:port]) whose pages may use Socket.IO and the HTTP API, "
+    "or '*' for any (only with a token or JWT key). Default: the server's own origin only.",
+)
+@click.option(
     "--allowed-hosts",
     default=None,
     help="Comma-separated Host names to serve ('*' for any). Default: any with a token, loopback names without.",
@@ -158,6 +177,11 @@ def serve(
     port: int,
     token: str | None,
     token_file: Path | None,
+    jwt_secret: str | None,
+    jwt_public_key: Path | None,
+    jwt_audience: str | None,
+    jwt_issuer: str | None,
+    cors_origins: str | None,
     allowed_hosts: str | None,
     workers: str,
     retain_days: float | None,
@@ -177,15 +201,31 @@ def serve(
     """
     from .gateway import Limits
     from .gateway import serve as run_server
+    from .gateway.auth import JwtSettings
 
     context = click.get_current_context()
     if token and context.get_parameter_source("token") is click.core.ParameterSource.COMMANDLINE:
         click.echo("warning: a --token on the command line is visible to other local users (ps); "
                    "use CHATMDB_TOKEN or --token-file", err=True)
+    if jwt_secret and context.get_parameter_source("jwt_secret") is click.core.ParameterSource.COMMANDLINE:
+        click.echo("warning: a --jwt-secret on the command line is visible to other local users (ps); "
+                   "use CHATMDB_JWT_SECRET", err=True)
     if token_file is not None:
         token = token_file.read_text().splitlines()[0].strip() if token_file.read_text().strip() else None
         if not token:
             raise click.BadParameter("the token file is empty", param_hint="--token-file")
+    jwt = None
+    try:
+        if jwt_secret and jwt_public_key is not None:
+            raise click.BadParameter("give --jwt-secret or --jwt-public-key, not both", param_hint="--jwt-secret")
+        if jwt_secret:
+            jwt = JwtSettings.from_secret(jwt_secret, jwt_audience, jwt_issuer)
+        elif jwt_public_key is not None:
+            jwt = JwtSettings.from_public_key(jwt_public_key, jwt_audience, jwt_issuer)
+        elif jwt_audience is not None or jwt_issuer is not None:
+            raise click.BadParameter("needs --jwt-secret or --jwt-public-key", param_hint="--jwt-audience/--jwt-issuer")
+    except ChatMDBError as exc:
+        raise click.BadParameter(str(exc), param_hint="--jwt-secret/--jwt-public-key") from exc
     count = (os.cpu_count() or 1) if workers == "auto" else int(workers) if workers.isdigit() else 0
     if count < 1:
         raise click.BadParameter("a number >= 1, or auto", param_hint="--workers")
@@ -226,6 +266,8 @@ def serve(
             retain_days=retain_days,
             retain_messages=retain_messages,
             backups=backups,
+            jwt=jwt,
+            cors_origins=None if cors_origins is None else [o.strip() for o in cors_origins.split(",") if o.strip()],
             allowed_hosts=None if allowed_hosts is None else [h.strip() for h in allowed_hosts.split(",") if h.strip()],
         )
     except ChatMDBError as exc:  # a database of a newer format, in use, not writable...

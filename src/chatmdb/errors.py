@@ -12,6 +12,8 @@ boundary and never reach callers. ::
     ├── Conflict                              the write contradicts stored state
     │   └── InvalidTransition                 task already in a terminal state
     ├── RateLimited                           a client went past a limit of the gateway
+    ├── Unauthorized                          the gateway got no valid credential
+    ├── Forbidden                             the credential does not grant the operation
     ├── StoreClosed                           the store was closed
     └── StorageError                          the engine failed (disk full, I/O)
         ├── CorruptionError                   the files do not hold what was written
@@ -31,6 +33,7 @@ __all__ = [
     "ChatMDBError",
     "Conflict",
     "CorruptionError",
+    "Forbidden",
     "FormatError",
     "InvalidTransition",
     "NotFound",
@@ -39,6 +42,7 @@ __all__ = [
     "StorageError",
     "StoreClosed",
     "TooLarge",
+    "Unauthorized",
     "ValidationError",
     "http_status",
 ]
@@ -104,6 +108,18 @@ class RateLimited(ChatMDBError):
     code = "rate_limited"
 
 
+class Unauthorized(ChatMDBError):
+    """The gateway got no valid credential: none, a wrong token, or a JWT that does not verify or expired."""
+
+    code = "unauthorized"
+
+
+class Forbidden(ChatMDBError):
+    """The caller's credential is valid but does not grant the operation; nothing was done."""
+
+    code = "forbidden"
+
+
 class StoreClosed(ChatMDBError):
     """The store was closed; open a new one."""
 
@@ -130,11 +146,12 @@ class FormatError(StorageError):
 
 
 # The HTTP status of each error code: the one table the HTTP API and the
-# OpenAPI schema read. "unauthorized" and "rate_limited" come from the
-# gateway itself, not from the store.
+# OpenAPI schema read. "unauthorized", "forbidden" and "rate_limited" come
+# from the gateway itself, not from the store.
 HTTP_STATUS: dict[str, int] = {
     "invalid": 400,
     "unauthorized": 401,
+    "forbidden": 403,
     "not_found": 404,
     "conflict": 409,
     "too_large": 413,

@@ -30,13 +30,16 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is started, its asyncio loop counts
+# as running in the main thread, and every async test after it (pytest-asyncio) would fail with
+# "Cannot run the event loop while another loop is running".
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as pw:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"Chromium is not at {CHROMIUM}: run `make setup` (it installs Debian's chromium)")

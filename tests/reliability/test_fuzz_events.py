@@ -76,6 +76,7 @@ EVENTS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "update_task": ({"task_id": S}, {"state": S, "status_message": A, "artifacts": L, "metadata": D}),
     "get_task": ({"task_id": S}, {}),
     "list_tasks": ({}, {"context_id": S, "state": S, "limit": N, "cursor": S}),
+    "refresh": ({"token": S}, {}),
 }
 SESSION, CONTEXT, TASK = "fz-session", "fz-context", "fz-task"
 KNOWN_IDS = [SESSION, CONTEXT, TASK, "chloe", "default"]

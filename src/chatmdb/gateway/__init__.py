@@ -9,6 +9,8 @@ a store and runs the app under uvicorn. The modules, each with one job:
 * :mod:`.http`: the HTTP API (its table is there);
 * :mod:`.recovery`: connection state recovery, kept in the store;
 * :mod:`.packets`: malformed Socket.IO packets, answered rather than logged;
+* :mod:`.auth`: tokens (static and JWT), principals and their grants, the rule of every operation;
+* :mod:`.cors`: which web origins may use the gateway (``--cors-origins``);
 * :mod:`.guard`: the limits that keep one client from hurting the others;
 * :mod:`.fanout`: room events across worker processes, from the store's event log;
 * :mod:`.retention`: pruning old messages while serving;

@@ -1,7 +1,8 @@
 """The gateway assembled: one ASGI app, and :func:`serve` to run it under uvicorn.
 
-The app serves Socket.IO (python-socketio ``AsyncServer``) at ``/socket.io/``
-and the HTTP API of :mod:`.http` on every other path; both call the
+The app serves Socket.IO (python-socketio ``AsyncServer``) at ``/socket.io/``,
+the console's page and files (:mod:`.console`) at ``/`` and ``/console/``, and
+the HTTP API of :mod:`.http` on every other path; Socket.IO and the API call the
 :class:`~.service.ChatService` of one :class:`Gateway`. :func:`create_app`
 builds it on an open store; :func:`serve` opens a store and runs it, and
 drains it on SIGINT or SIGTERM so that every write it accepted is acked.
@@ -30,7 +31,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import ValidationError
 from ..metrics import Metrics
 from ..store import Store, open_store
+from .auth import Authenticator, JwtSettings
 from .backups import BackupPolicy, BackupSchedule
+from .console import Console
+from .cors import CrossOrigin, OriginPolicy, http_cors
 from .events import Events
 from .fanout import Fanout
 from .guard import GuardedServer, Limits
@@ -71,6 +75,8 @@ class Gateway:
         retain_days: float | None = None,
         retain_messages: int | None = None,
         backups: BackupPolicy | None = None,
+        jwt: JwtSettings | None = None,
+        cors_origins: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(workers, int) or workers < 1 or not 0 <= worker_index < workers:
             raise ValidationError("workers must be >= 1 and worker_index in 0..workers-1")
@@ -87,6 +93,11 @@ class Gateway:
             raise ValidationError("max_http_buffer_size must be above the store's max_message_size")
         self.store = store
         self.token = token
+        self.authenticator = Authenticator(token, jwt)
+        self.origins = OriginPolicy(cors_origins)
+        if self.origins.any and not self.authenticator.required:
+            # Any web page could then read and write through its visitors' browsers.
+            raise ValidationError("--cors-origins '*' needs a token or a JWT key: every site could use the server")
         self.recovery_window = float(recovery_window)
         self.max_http_buffer_size = max_http_buffer_size
         self.close_store = close_store
@@ -96,17 +107,22 @@ class Gateway:
         # Without a token, only loopback Host names are served unless told
         # otherwise: a page on another site could otherwise reach this
         # server through DNS rebinding.
-        if allowed_hosts is None and token is None:
+        if allowed_hosts is None and not self.authenticator.required:
             allowed_hosts = LOOPBACK_HOSTS
         self.allowed_hosts = None if allowed_hosts is None else tuple(allowed_hosts)
         self.metrics = Metrics(store, connected_clients=lambda: len(self.events.clients))
         self.sio = GuardedServer(
             store,
             self.recovery_window,
-            token=token,
+            authenticator=self.authenticator,
             limits=self.limits,
             on_limit=self.metrics.limit_reached,
             async_mode="asgi",
+            # CrossOrigin refused every origin not allowed before engine.io
+            # sees the request; engine.io adds the CORS headers. Credentials
+            # travel in the CONNECT packet, never in cookies.
+            cors_allowed_origins=self.origins.engineio,
+            cors_credentials=False,
             max_http_buffer_size=max_http_buffer_size,
             logger=False,
             engineio_logger=False,
@@ -197,18 +213,21 @@ class Gateway:
 
 
 class GatewayApp:
-    """The ASGI app of a :class:`Gateway` (``.gateway``): Socket.IO at ``/socket.io/``, the HTTP API elsewhere."""
+    """The ASGI app of a :class:`Gateway` (``.gateway``): Socket.IO at ``/socket.io/``, the console
+    (:mod:`.console`) at ``/`` and ``/console/``, the HTTP API elsewhere."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        http = create_http_app(
-            gateway.service, token=gateway.token, lifespan=gateway.lifespan
+        http = http_cors(
+            create_http_app(gateway.service, authenticator=gateway.authenticator, lifespan=gateway.lifespan),
+            gateway.origins,
         )
         app: ASGIApp = LimitBody(
-            EndAbandonedPolls(socketio.ASGIApp(gateway.sio, other_asgi_app=http)), gateway.max_http_buffer_size
+            EndAbandonedPolls(socketio.ASGIApp(gateway.sio, other_asgi_app=Console(http))), gateway.max_http_buffer_size
         )
         if gateway.workers > 1:
             app = WebSocketOnly(app, gateway.workers)
+        app = CrossOrigin(app, gateway.origins)
         if gateway.allowed_hosts is not None:
             app = AllowedHosts(app, gateway.allowed_hosts)
         self._app = app
@@ -231,13 +250,19 @@ def create_app(
     retain_days: float | None = None,
     retain_messages: int | None = None,
     backups: BackupPolicy | None = None,
+    jwt: JwtSettings | None = None,
+    cors_origins: Sequence[str] | None = None,
 ) -> GatewayApp:
     """Build the ASGI app: Socket.IO at ``/socket.io/``, the HTTP API everywhere else.
 
     :param store: an open store; the app does not close it unless *close_store*.
     :param token: when set, Socket.IO clients must connect with
         ``auth={"token": token}`` and HTTP requests (but ``/healthz``) must
-        carry ``Authorization: Bearer <token>``.
+        carry ``Authorization: Bearer <token>``; it acts as an administrator.
+    :param jwt: when set, a JWT verified with it is accepted where the token
+        is, with the grants of its claims (see :mod:`.auth`).
+    :param cors_origins: web origins allowed besides the server's own
+        (``["*"]``: any, only with a token or *jwt*); see :mod:`.cors`.
     :param recovery_window: seconds a disconnected client's state is kept for
         connection state recovery (0 turns recovery off; see :mod:`.recovery`).
     :param max_http_buffer_size: engine.io's largest accepted packet; must
@@ -245,7 +270,7 @@ def create_app(
     :param close_store: close the store when the app shuts down (lifespan).
     :param limits: the per-connection and server-wide limits (default :class:`Limits()`).
     :param allowed_hosts: the Host names served (``*`` for any); by default
-        any with a token, only loopback names without one.
+        any with a token or *jwt*, only loopback names without.
     :param workers: how many worker processes serve this database (see
         :mod:`.fanout`); with more than one, room events go through the
         store's event log and long-polling is refused.
@@ -270,6 +295,8 @@ def create_app(
         retain_days=retain_days,
         retain_messages=retain_messages,
         backups=backups,
+        jwt=jwt,
+        cors_origins=cors_origins,
     )
     return GatewayApp(gateway)
 
@@ -322,6 +349,8 @@ class ServeOptions:
     retain_days: float | None = None
     retain_messages: int | None = None
     backups: BackupPolicy | None = None
+    jwt: JwtSettings | None = None
+    cors_origins: Sequence[str] | None = None
 
 
 def serve(**options: Any) -> None:
@@ -368,6 +397,8 @@ def _serve_worker(opts: ServeOptions, index: int) -> None:
             retain_days=opts.retain_days,
             retain_messages=opts.retain_messages,
             backups=opts.backups,
+            jwt=opts.jwt,
+            cors_origins=opts.cors_origins,
         )
         config = uvicorn.Config(
             app,

@@ -4,7 +4,9 @@ Every event takes one object and answers through its ack with
 ``{"ok": true, "data": ...}`` or ``{"ok": false, "error": {"code", "message"}}``,
 codes ``invalid``, ``not_found``, ``conflict``, ``too_large``,
 ``rate_limited`` (over the connection's events per second, or its sessions),
-``internal``. Events (optional fields marked ``?``; the
+``unauthorized`` (a ``refresh`` token that does not verify), ``forbidden``
+(the connection's token does not grant it: the rule of each event is in
+:data:`.auth.RULES`), ``internal``. Events (optional fields marked ``?``; the
 payload models are in :mod:`.payloads`):
 
 ====================  ==============================================================  ===============
@@ -26,6 +28,7 @@ create_task           context_id, id?, status?, artifacts?, history?, metadata? 
 update_task           task_id, state?, status_message?, artifacts?, metadata?         the task
 get_task              task_id                                                         the task
 list_tasks            context_id?, state?, limit?, cursor?                            [task]
+refresh               token                                                           sub, expires_at, left
 ====================  ==============================================================  ===============
 
 Server events, sent only to the clients that joined the session, never to the
@@ -34,6 +37,11 @@ client whose request caused them (it has the record in its ack):
 ``task_updated`` (a task). Each carries the store's offset of the event, a
 string, as its last argument, for connection state recovery
 (:mod:`.recovery`).
+
+A connection whose token expires is disconnected by the server at ``exp``,
+unless a ``refresh`` gave it a fresh token (of the same ``sub``) before then;
+a refresh that grants fewer sessions takes the connection out of the rooms it
+no longer may read (``left``).
 
 ``join`` enters the room first and reads the missed messages after, so a
 message committed meanwhile arrives as an event, in ``missed``, or both (the
@@ -52,7 +60,8 @@ from typing import Any, Final
 
 import socketio
 
-from ..errors import ChatMDBError
+from ..errors import ChatMDBError, Forbidden
+from .auth import RULES, Principal, Rule
 from .guard import GuardedServer
 from .packets import MALFORMED, NOT_AN_EVENT
 from .payloads import (
@@ -66,6 +75,7 @@ from .payloads import (
     ListTasks,
     NoFields,
     Payload,
+    Refresh,
     SendMessage,
     SessionRef,
     TaskRef,
@@ -133,14 +143,17 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
                 await self.on_disconnect(*args)
                 return None
             return self._unknown(event)
-        model, handler = route
+        model, handler, rule = route
         # *args, not (sid, data): python-socketio passes whatever the client sent.
         if len(args) != 2 or not isinstance(args[1], dict):
             got = ", ".join(type(a).__name__ for a in args[1:]) or "nothing"
             return _error("invalid", f"{event} takes one object (dict) argument, got {got}")
         try:
-            self.server.check_rate(args[0])
-            return _ok(await handler(self, args[0], validate(model, args[1])))
+            sid = args[0]
+            self.server.check_rate(sid)
+            payload = validate(model, args[1])
+            rule.check(self.principal(sid), payload.__dict__, self.service.session_of)
+            return _ok(await handler(self, sid, payload))
         except ChatMDBError as exc:
             return _error(exc.code, str(exc))
         except Exception:
@@ -159,15 +172,24 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
     # -- connections ------------------------------------------------------------------------
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        # The token was checked before this runs (GuardedServer.admit).
+        # The token was checked before this runs (GuardedServer.admit); its principal now acts for sid.
+        self.server.bind(sid, self.server.manager.eio_sid_from_sid(sid, "/"))
         self.clients.add(sid)
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.clients.discard(sid)
 
+    def principal(self, sid: str) -> Principal:
+        """Who *sid* acts for; :class:`Forbidden` if it is not connected (any more)."""
+        principal = self.server.principals.get(sid)
+        if principal is None:
+            raise Forbidden("this connection has no credential (it is disconnecting)")
+        return principal
+
     # -- events -----------------------------------------------------------------------------
 
     async def on_create_session(self, sid: str, payload: CreateSession) -> Record:
+        self.principal(sid).check_create(payload.session_id)
         return await self.service.create_session(payload.title, payload.session_id, payload.metadata)
 
     async def on_join(self, sid: str, payload: Join) -> Record:
@@ -185,7 +207,8 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
         return {"session_id": payload.session_id}
 
     async def on_send_message(self, sid: str, payload: SendMessage) -> Record:
-        message, _ = await self.service.post_message(payload.record(payload.session_id), via="socketio", origin=sid)
+        record = self.principal(sid).stamp(payload.record(payload.session_id))
+        message, _ = await self.service.post_message(record, via="socketio", origin=sid)
         return message
 
     async def on_get_messages(self, sid: str, payload: GetMessages) -> Record:
@@ -198,7 +221,12 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
         )
 
     async def on_list_sessions(self, sid: str, payload: ListSessions) -> list[Record]:
-        return self.service.sessions(payload.limit, payload.cursor)
+        principal = self.principal(sid)
+        if principal.reads_all:
+            return self.service.sessions(payload.limit, payload.cursor)
+        if payload.cursor is not None:
+            principal.check_read(payload.cursor)
+        return await self.service.visible_sessions(payload.limit, payload.cursor, principal.can_read)
 
     async def on_get_session(self, sid: str, payload: SessionRef) -> Record:
         return self.service.session(payload.session_id)
@@ -235,22 +263,41 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
         return self.service.task(payload.task_id)
 
     async def on_list_tasks(self, sid: str, payload: ListTasks) -> list[Record]:
-        return self.service.tasks(payload.context_id, payload.state, payload.limit, payload.cursor)
+        principal = self.principal(sid)
+        if payload.context_id is not None:
+            principal.check_read(payload.context_id)
+        if payload.cursor is not None:
+            principal.check_read(self.service.session_of("task", payload.cursor))
+        if principal.reads_all or payload.context_id is not None:
+            return self.service.tasks(payload.context_id, payload.state, payload.limit, payload.cursor)
+        return await self.service.visible_tasks(payload.state, payload.limit, payload.cursor, principal.can_read)
+
+    async def on_refresh(self, sid: str, payload: Refresh) -> Record:
+        current = self.principal(sid)
+        fresh = self.server.authenticator.authenticate(payload.token)
+        if fresh.sub != current.sub:
+            raise Forbidden("a refresh must present a token of the connection's own sub; connect anew to change it")
+        self.server.bind(sid, principal=fresh)
+        left = await self.server.confine(sid, fresh)
+        return {"sub": fresh.sub, "expires_at": fresh.expires_at, "left": left}
 
 
-def _routes(namespace: type[Events]) -> dict[str, tuple[type[Payload], _Handler]]:
-    """Each event of *namespace*, with the model of its payload (its handler's annotation) and its handler."""
-    routes: dict[str, tuple[type[Payload], _Handler]] = {}
+def _routes(namespace: type[Events]) -> dict[str, tuple[type[Payload], _Handler, Rule]]:
+    """Each event of *namespace*, with the model of its payload (its handler's annotation), its handler and its rule."""
+    routes: dict[str, tuple[type[Payload], _Handler, Rule]] = {}
     for name, handler in inspect.getmembers(namespace, inspect.iscoroutinefunction):
         if not name.startswith("on_") or name in ("on_connect", "on_disconnect"):
             continue
         model = typing.get_type_hints(handler).get("payload")
         if not (isinstance(model, type) and issubclass(model, Payload)):
             raise TypeError(f"{namespace.__name__}.{name} must annotate its payload with a Payload model")
-        routes[name[3:]] = (model, handler)
+        rule = RULES.get(name[3:])
+        if rule is None:
+            raise TypeError(f"event {name[3:]!r} has no rule in chatmdb.gateway.auth.RULES: say who may send it")
+        routes[name[3:]] = (model, handler, rule)
     return routes
 
 
 # The public events, with their payload models: the contract the table above documents.
 _ROUTES: Final = _routes(Events)
-PAYLOADS: Final = {event: model for event, (model, _) in _ROUTES.items()}
+PAYLOADS: Final = {event: model for event, (model, _, _) in _ROUTES.items()}

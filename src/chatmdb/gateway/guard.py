@@ -7,13 +7,16 @@ recovery is touched and a bound on refused attempts, no binary packets, a
 bound on the bytes queued for a client that does not read, and a rate of
 events per connection. Each limit reached is counted (``on_limit``) and, for
 events, answered with a ``rate_limited`` ack.
+
+It also holds each connection's :class:`~.auth.Principal`: set when its
+CONNECT is admitted, replaced by a ``refresh``, and dropped when it
+disconnects, when its token expires (one timer per connection).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -22,9 +25,10 @@ from typing import Any, Final
 
 from socketio import packet
 
-from ..errors import RateLimited
+from ..errors import RateLimited, Unauthorized
 from ..store import Store
-from .recovery import RecoveringServer, room
+from .auth import Authenticator, Principal
+from .recovery import ROOM_PREFIX, RecoveringServer, room
 
 __all__ = ["GuardedServer", "Limits"]
 
@@ -134,8 +138,8 @@ class _Bucket:
 class GuardedServer(RecoveringServer):
     """The recovering Socket.IO server of the gateway, with its limits.
 
-    :param token: when set, a CONNECT must carry ``auth.token``; checked
-        before anything else, recovery included.
+    :param authenticator: checks the ``auth.token`` of every CONNECT, before
+        anything else, recovery included.
     :param on_limit: called with a limit's name each time one is reached.
     """
 
@@ -144,13 +148,16 @@ class GuardedServer(RecoveringServer):
         store: Store,
         window: float,
         *,
-        token: str | None,
+        authenticator: Authenticator,
         limits: Limits,
         on_limit: Callable[[str], None],
         **kwargs: Any,
     ) -> None:
         super().__init__(store, window, **kwargs)
-        self.token = token
+        self.authenticator = authenticator
+        self.principals: dict[str, Principal] = {}  # sid -> who it acts for
+        self._admitted: dict[str, Principal] = {}  # eio sid -> the principal of its admitted CONNECT
+        self._expiry: dict[str, asyncio.TimerHandle] = {}  # sid -> the disconnect at its token's exp
         self.limits = limits
         self._on_limit = on_limit
         self._auth_failures: dict[str, int] = {}  # eio sid -> refused CONNECTs
@@ -270,6 +277,7 @@ class GuardedServer(RecoveringServer):
             await super()._handle_eio_disconnect(eio_sid, reason)
         finally:
             self._auth_failures.pop(eio_sid, None)
+            self._admitted.pop(eio_sid, None)
             self._attachment_bytes.pop(eio_sid, None)
             self._goodbyes.discard(eio_sid)
             self._dropped.discard(eio_sid)
@@ -277,19 +285,18 @@ class GuardedServer(RecoveringServer):
     # -- connections -------------------------------------------------------------------
 
     async def admit(self, eio_sid: str, namespace: str, auth: Any) -> bool:
-        if self.token is None:
-            return True
-        given = auth.get("token") if isinstance(auth, dict) else None
-        # surrogatepass: a lone surrogate in a JSON string is a wrong token, not a crash.
-        if isinstance(given, str) and hmac.compare_digest(
-            given.encode("utf-8", "surrogatepass"), self.token.encode("utf-8", "surrogatepass")
-        ):
+        try:
+            principal = self.authenticator.authenticate(auth.get("token") if isinstance(auth, dict) else None)
+        except Unauthorized as exc:
+            refusal = str(exc)
+        else:
+            self._admitted[eio_sid] = principal
             return True
         await self._send_packet(
             eio_sid,
             self.packet_class(
                 packet.CONNECT_ERROR,
-                data={"message": "unauthorized", "data": {"code": "unauthorized", "message": "a valid auth token is required"}},
+                data={"message": "unauthorized", "data": {"code": "unauthorized", "message": refusal}},
                 namespace=namespace,
             ),
         )
@@ -299,6 +306,75 @@ class GuardedServer(RecoveringServer):
             self._on_limit("auth_failures")
             await self.close_transport(eio_sid, flush=1.0)  # the last refusal is sent, then the close
         return False
+
+    def bind(self, sid: str, eio_sid: str | None = None, principal: Principal | None = None) -> Principal:
+        """Make *principal* (by default, the one *eio_sid*'s CONNECT was admitted as) act for *sid*.
+
+        Schedules the disconnect at its token's ``exp``, replacing any
+        earlier one. Returns the principal.
+        """
+        if principal is None:
+            principal = self._admitted.pop(eio_sid or "", None)
+            if principal is None:  # not admitted: admit() runs before every connect handler
+                raise Unauthorized("the connection was not admitted")
+        self.principals[sid] = principal
+        timer = self._expiry.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
+        if principal.expires_at is not None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, principal.expires_at - time.time())
+            self._expiry[sid] = loop.call_at(loop.time() + delay, self._expire, sid)
+        return principal
+
+    def _expire(self, sid: str) -> None:
+        self._expiry.pop(sid, None)
+        principal = self.principals.get(sid)
+        if principal is None or principal.expires_at is None:
+            return
+        if principal.expires_at > time.time():  # the loop's clock ran ahead of the wall clock
+            self.bind(sid, principal=principal)
+            return
+        eio_sid = self.manager.eio_sid_from_sid(sid, "/")
+        if eio_sid is None:
+            self.released(sid)
+            return
+        logger.info("disconnecting %s: its token expired without a refresh", principal.sub)
+        task = asyncio.ensure_future(self._end_expired(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _end_expired(self, eio_sid: str) -> None:
+        # A goodbye from the server: the client is told (a Socket.IO
+        # DISCONNECT, so it does not reconnect with the expired token), its
+        # state is not kept for recovery, and closing the transport runs the
+        # same clean-up as any disconnect.
+        self._goodbyes.add(eio_sid)
+        await self._send_packet(eio_sid, self.packet_class(packet.DISCONNECT, namespace="/"))
+        await self.close_transport(eio_sid, flush=1.0)
+
+    async def confine(self, sid: str, principal: Principal) -> list[str]:
+        """Take *sid* out of the sessions *principal* may not read; return their ids. This method is a coroutine."""
+        left = [
+            r[len(ROOM_PREFIX) :]
+            for r in self.manager.get_rooms(sid, "/")
+            if isinstance(r, str) and r.startswith(ROOM_PREFIX) and not principal.can_read(r[len(ROOM_PREFIX) :])
+        ]
+        for session_id in left:
+            await self.leave_room(sid, room(session_id))
+        if left:
+            await self.remember(sid)
+        return left
+
+    def may_rejoin(self, sid: str, session_id: str) -> bool:
+        principal = self.principals.get(sid)
+        return principal is not None and principal.can_read(session_id)
+
+    def released(self, sid: str) -> None:
+        self.principals.pop(sid, None)
+        timer = self._expiry.pop(sid, None)
+        if timer is not None:
+            timer.cancel()
 
     def recoverable(self, eio_sid: str, reason: Any) -> bool:
         # As the JavaScript server decides: only a Socket.IO DISCONNECT packet
@@ -320,6 +396,7 @@ class GuardedServer(RecoveringServer):
         finally:
             if sid is not None:
                 self._buckets.pop(sid, None)
+                self.released(sid)
 
     # -- events ---------------------------------------------------------------------------
 

@@ -17,30 +17,32 @@ GET       /metrics                         Prometheus text
 
 Errors are ``{"ok": false, "error": {"code", "message"}}`` with the status
 :data:`chatmdb.errors.HTTP_STATUS` gives their code: 400 (invalid), 401
-(unauthorized), 404 (not_found), 409 (conflict), 413 (too_large), 503 (the
-server is shutting down) or 500 (internal, a bug). A POST of a message that
+(unauthorized), 403 (forbidden: the token does not grant it; each route's
+rule is in :data:`.auth.HTTP_RULES`), 404 (not_found), 409 (conflict), 413
+(too_large), 503 (the server is shutting down) or 500 (internal, a bug). A POST of a message that
 exists answers 201 with the stored message, as the first POST did, and the
 header ``Idempotent-Replayed: true``; it is not broadcast again.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Route
 
-from ..errors import HTTP_STATUS, ChatMDBError, http_status
+from ..errors import HTTP_STATUS, ChatMDBError, Forbidden, Unauthorized, http_status
 from ..metrics import CONTENT_TYPE
+from .auth import HTTP_RULES, Authenticator, Principal
 from .payloads import Count, CreateSession, Direction, Id, Limit, MessageIn, SeqText, describe
 from .service import ChatService, Record
 
@@ -49,13 +51,26 @@ __all__ = ["create_http_app"]
 logger = logging.getLogger("chatmdb.http")
 
 OPEN_PATHS = frozenset({"/healthz"})
+# Who calls the paths that need no token: no grants at all.
+ANONYMOUS: Final = Principal(sub=None)
 # The code of an error status that comes from the framework (an unknown path, a wrong method).
 _CODE_OF_STATUS: Final = {status: code for code, status in HTTP_STATUS.items()}
 # The error statuses the operations declare, by code.
-_DECLARED_ERRORS: Final = ("invalid", "unauthorized", "not_found", "conflict", "too_large", "unavailable")
+_DECLARED_ERRORS: Final = ("invalid", "unauthorized", "forbidden", "not_found", "conflict", "too_large", "unavailable")
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 SessionId = Annotated[Id, PathParam()]
+
+
+def _caller(request: Request) -> Principal:
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        raise Forbidden("the request has no credential")
+    return principal
+
+
+# The principal of the request, as the guard middleware authenticated it.
+Caller = Annotated[Principal, Depends(_caller)]
 
 
 class ErrorDetail(BaseModel):
@@ -80,14 +95,23 @@ def _problem(exc: RequestValidationError) -> str:
     return describe([{**e, "loc": tuple(e.get("loc", ()))[1:]} for e in errors], whole="the request body")
 
 
-def create_http_app(service: ChatService, *, token: str | None, lifespan: Lifespan) -> FastAPI:
+def create_http_app(service: ChatService, *, authenticator: Authenticator, lifespan: Lifespan) -> FastAPI:
     """The FastAPI app of a gateway's *service*.
 
-    :param token: when set, every request but ``/healthz`` needs ``Authorization: Bearer <token>``.
+    :param authenticator: when it requires a credential, every request but
+        ``/healthz`` needs ``Authorization: Bearer <token>``, and each route
+        checks its rule (:data:`.auth.HTTP_RULES`) against the token's grants.
     Request bodies are bounded before they reach it (:class:`.middleware.LimitBody`).
     :param lifespan: the app's lifespan: the gateway starts and stops with it.
+    :raises TypeError: when a route has no rule.
     """
-    secret = token.encode() if token is not None else None
+
+    async def authorize(request: Request, principal: Caller) -> None:
+        route = request.scope.get("route")
+        rule = HTTP_RULES.get(getattr(route, "name", ""))
+        if rule is None:  # fail closed: create_http_app refuses such a route, this is a second line
+            raise Forbidden("this route has no access rule")
+        rule.check(principal, request.path_params, service.session_of)
 
     error_responses: dict[int | str, dict[str, Any]] = {
         HTTP_STATUS[code]: {"model": ErrorBody} for code in _DECLARED_ERRORS
@@ -97,14 +121,23 @@ def create_http_app(service: ChatService, *, token: str | None, lifespan: Lifesp
         summary="Durable chat sessions and messages for people and AI agents",
         lifespan=lifespan,
         responses=error_responses,
+        dependencies=[Depends(authorize)],
     )
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if secret is not None and request.url.path not in OPEN_PATHS:
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), secret):
-                return _error(401, "unauthorized", "send Authorization: Bearer <token>")
+        if request.url.path in OPEN_PATHS:
+            request.state.principal = ANONYMOUS
+        else:
+            given = None
+            if authenticator.required:
+                scheme, _, given = request.headers.get("authorization", "").partition(" ")
+                if scheme.lower() != "bearer":
+                    return _error(401, "unauthorized", "send Authorization: Bearer <token>")
+            try:
+                request.state.principal = authenticator.authenticate(given and given.strip())
+            except Unauthorized as exc:
+                return _error(401, "unauthorized", f"{exc}; send Authorization: Bearer <token>")
         return await call_next(request)
 
     @app.exception_handler(ChatMDBError)
@@ -148,14 +181,22 @@ def create_http_app(service: ChatService, *, token: str | None, lifespan: Lifesp
 
     @app.get("/api/sessions", tags=["sessions"])
     async def list_sessions(
+        principal: Caller,
         limit: Annotated[Limit, Query()] = 100,
         cursor: Annotated[Id | None, Query(description="id of the last session of the previous page")] = None,
     ) -> list[Record]:
-        return service.sessions(limit, cursor)
+        """The sessions the token may read."""
+        if principal.reads_all:
+            return service.sessions(limit, cursor)
+        if cursor is not None:
+            principal.check_read(cursor)
+        return await service.visible_sessions(limit, cursor, principal.can_read)
 
     @app.post("/api/sessions", tags=["sessions"], status_code=201)
-    async def create_session(body: CreateSession | None = None) -> Record:
+    async def create_session(principal: Caller, body: CreateSession | None = None) -> Record:
+        """Without an admin token, the session_id must be inside the token's sessions grants."""
         body = body or CreateSession()
+        principal.check_create(body.session_id)
         return await service.create_session(body.title, body.session_id, body.metadata)
 
     @app.get("/api/sessions/{session_id}", tags=["sessions"])
@@ -173,8 +214,9 @@ def create_http_app(service: ChatService, *, token: str | None, lifespan: Lifesp
         return service.messages(session_id, cursor=cursor, limit=limit, direction=direction, skip=skip)
 
     @app.post("/api/sessions/{session_id}/messages", tags=["messages"], status_code=201)
-    async def post_message(session_id: SessionId, body: MessageIn, response: Response) -> Record:
-        message, created = await service.post_message(body.record(session_id), via="http")
+    async def post_message(session_id: SessionId, body: MessageIn, response: Response, principal: Caller) -> Record:
+        """The message is stored with ``sender``, the token's sub; an agent_id claim binds its agent_id."""
+        message, created = await service.post_message(principal.stamp(body.record(session_id)), via="http")
         if not created:
             response.headers["Idempotent-Replayed"] = "true"
         return message
@@ -191,4 +233,7 @@ def create_http_app(service: ChatService, *, token: str | None, lifespan: Lifesp
     async def get_agent(agent_id: Annotated[Id, PathParam()]) -> Record:
         return service.agent(agent_id)
 
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.name not in HTTP_RULES:
+            raise TypeError(f"route {route.name!r} has no rule in chatmdb.gateway.auth.HTTP_RULES: say who may call it")
     return app

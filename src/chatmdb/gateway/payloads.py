@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..errors import ValidationError
 
@@ -48,6 +49,7 @@ __all__ = [
     "MessageIn",
     "NoFields",
     "Payload",
+    "Refresh",
     "SendMessage",
     "SeqText",
     "SessionRef",
@@ -116,9 +118,20 @@ class MessageIn(Payload):
     message_uuid: Id | None = Field(
         default=None, description="makes the write idempotent; leave it out to have a uuid4 generated"
     )
-    agent_id: Id | None = None
+    agent_id: Id | None = Field(
+        default=None, description="with a token that has an agent_id claim, that agent_id (the default); without one, none"
+    )
     role: str | None = Field(default=None, description="defaults to 'user'")
     metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_sender(cls, data: Any) -> Any:
+        # The server stamps sender with the token's sub: a client-chosen one
+        # would let anyone write as anyone.
+        if isinstance(data, dict) and "sender" in data:
+            raise PydanticCustomError("sender_reserved", "sender is set by the server from the token's sub: leave it out")
+        return data
 
     def record(self, session_id: str) -> dict[str, Any]:
         """The message as the store takes it: the fields given, ``role`` defaulting to ``user``."""
@@ -177,6 +190,12 @@ class UpdateTask(Payload):
     status_message: Any = None
     artifacts: list[Any] | None = None
     metadata: dict[str, Any] | None = None
+
+
+class Refresh(Payload):
+    """A fresh token for a connection, before its current one expires."""
+
+    token: Annotated[str, Field(min_length=1, max_length=16_384)]
 
 
 class ListTasks(Payload):

@@ -204,6 +204,17 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         """
         return True
 
+    def may_rejoin(self, sid: str, session_id: str) -> bool:
+        """Whether a recovering *sid* gets session *session_id*'s room (and its missed events) back.
+
+        Called after the connect handler accepted the connection, with the
+        credential it presented this time.
+        """
+        return True
+
+    def released(self, sid: str) -> None:
+        """Forget *sid*: its connection was dropped before it completed."""
+
     def recoverable(self, eio_sid: str, reason: Any) -> bool:
         """Whether the connection that just went away keeps its state for recovery.
 
@@ -313,6 +324,7 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         if eio_sid not in self.eio.sockets:
             # The client went away while its connection was being set up.
             await self.manager.disconnect(sid, namespace, ignore_queue=True)
+            self.released(sid)
             return
         self.pids[sid] = pid
         self._base[sid] = base
@@ -326,7 +338,9 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
 
     async def _replay(self, eio_sid: str, sid: str, state: dict[str, Any], offset: int | None) -> bool:
         """Rejoin the saved rooms and send the missed room events; False if impossible."""
-        rooms = [r for r in state.get("rooms", []) if isinstance(r, str)]
+        # Only the rooms the credential presented now still grants: a token
+        # whose grants shrank gets neither the others' rooms nor their events.
+        rooms = [r for r in state.get("rooms", []) if isinstance(r, str) and self.may_rejoin(sid, r)]
         after = offset if offset is not None else int(state.get("offset") or 0)
         # Enter the rooms and mark the connection before reading: a live event
         # emitted from now on waits in the buffer; one committed before the

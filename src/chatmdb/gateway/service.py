@@ -7,6 +7,9 @@ committed. Reads are microseconds and run inline, timed for the metrics.
 
 Writes in flight are counted: :meth:`ChatService.drain` refuses new ones and
 waits for those, so a shutdown acks every write it accepted.
+
+The transports authorize a caller before calling (:mod:`.auth`); listings
+take a ``visible`` test and return only what it passes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ..errors import NotFound, StoreClosed
 from ..metrics import Metrics
 from ..store import Store
 from .fanout import Fanout
+from .payloads import MAX_TASK_PAGE
 
 __all__ = ["Broadcaster", "ChatService", "Record"]
 
@@ -110,6 +114,36 @@ class ChatService:
         with self.reading("list_sessions"):
             return self.store.list_sessions(limit=limit, cursor=cursor)
 
+    async def visible_sessions(self, limit: int, cursor: str | None, visible: Callable[[str], bool]) -> list[Record]:
+        """A page of the sessions whose id passes *visible*, newest first, as :meth:`sessions` pages.
+
+        Reads on past the sessions it skips until the page is full or the
+        sessions end, off the event loop. This method is a coroutine.
+        """
+        return await asyncio.to_thread(
+            _filtered, lambda c: self.store.list_sessions(limit=_SCAN_STEP, cursor=c), _SCAN_STEP, limit, cursor,
+            lambda s: visible(s["id"]), "id",
+        )
+
+    async def visible_tasks(
+        self, state: str | None, limit: int, cursor: str | None, visible: Callable[[str], bool]
+    ) -> list[Record]:
+        """A page of the tasks of the sessions that pass *visible*, as :meth:`tasks` pages. This method is a coroutine."""
+        return await asyncio.to_thread(
+            _filtered, lambda c: self.store.list_tasks(state=state, limit=MAX_TASK_PAGE, cursor=c), MAX_TASK_PAGE,
+            limit, cursor, lambda t: visible(t["context_id"]), "id",
+        )
+
+    def session_of(self, kind: str, key: str) -> str:
+        """The session of a ``context``, ``task`` or ``message``; :class:`NotFound` for an unknown one."""
+        if kind == "context":
+            return str(self.context(key)["session_id"])
+        if kind == "task":
+            return str(self.task(key)["context_id"])
+        if kind == "message":
+            return str(self.message(key)["session_id"])
+        raise ValueError(f"no record kind {kind!r} names a session")
+
     def messages(self, session_id: str, *, cursor: str | int | None, limit: int, direction: str, skip: int) -> Record:
         """A page of a known session's messages: ``{"items", "pagination"}``; :class:`NotFound` for no session."""
         self.session(session_id)
@@ -139,6 +173,9 @@ class ChatService:
         self.session(session_id)
         with self.reading("list_session_contexts"):
             return self.store.list_session_contexts(session_id)
+
+    def context(self, context_id: str) -> Record:
+        return self.find(self.store.get_shared_context, context_id, "context")
 
     def task(self, task_id: str) -> Record:
         return self.find(self.store.get_task, task_id, "task")
@@ -239,3 +276,31 @@ class ChatService:
             await asyncio.wait_for(self._in_flight.idle.wait(), timeout)
         except TimeoutError:
             logger.warning("%d write(s) still in flight after %.0f s of shutdown", self._in_flight.count, timeout)
+
+
+# Records read per step of a filtered listing: larger than a page, so that a
+# caller who may read few sessions costs few reads.
+_SCAN_STEP = 500
+
+
+def _filtered(
+    fetch: Callable[[str | None], list[Record]],
+    step: int,
+    limit: int,
+    cursor: str | None,
+    keep: Callable[[Record], bool],
+    key: str,
+) -> list[Record]:
+    """Up to *limit* records that pass *keep*, from pages of *step* records ``fetch(cursor)`` reads after *cursor*."""
+    found: list[Record] = []
+    while len(found) < limit:
+        page = fetch(cursor)
+        for record in page:
+            if keep(record):
+                found.append(record)
+                if len(found) == limit:
+                    return found
+        if not page or len(page) < step:
+            break
+        cursor = page[-1][key]
+    return found
