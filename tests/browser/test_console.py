@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import socketio
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
@@ -24,12 +30,13 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 from chatmdb import open_store
 from chatmdb.gateway import create_app
 from chatmdb.gateway.console import CLIENT, Console, static_files
-from gateway.conftest import Server, start_server, stop_and_check
+from gateway.conftest import Server, free_port, start_server, stop_and_check
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 10_000  # ms: the longest any step may take (a restart, a reconnection)
 LIVE = 1_000  # ms: how soon a message sent elsewhere must show
 XSS = "<img src=x onerror=alert(1)>"
+MAX_SHOWN = 500  # console.js: the messages of the open session on the page at once
 
 
 class ConsolePage:
@@ -89,6 +96,18 @@ def post(server: Server, session_id: str, content: str, **fields: Any) -> dict[s
         assert response.status_code == 201, response.text
         message: dict[str, Any] = response.json()
         return message
+
+
+def scroll_to_the_start(page: Page) -> None:
+    """Scroll the log to its top until the start of the session shows (each scroll may load a page)."""
+    page.wait_for_function(
+        """() => {
+            document.getElementById("log").scrollTop = 0;
+            return !document.getElementById("log-start").hidden;
+        }""",
+        timeout=WAIT,
+        polling=100,
+    )
 
 
 def stored(server: Server, session_id: str) -> list[dict[str, Any]]:
@@ -273,6 +292,10 @@ def test_markup_in_a_message_shows_as_text(console: ConsolePage, server: Server)
     )
     expect(console.page.locator("#session-title")).to_have_text(XSS)
     assert console.page.locator("main img, main b").count() == 0
+    # The policy turns every string-to-markup sink off: a slip would throw, not render.
+    sink = "() => { try { document.body.insertAdjacentHTML('beforeend', '<b>x</b>'); return 'rendered' } catch (e) { return e.name } }"
+    assert console.page.evaluate(sink) == "TypeError"
+    console.errors.clear()  # the refusal is reported on the console, as it should be
     assert console.dialogs == []
     assert console.errors == []
 
@@ -286,12 +309,7 @@ def test_history_scrolls_backwards_page_by_page(console: ConsolePage, server: Se
     console.connected()
     expect(console.page.locator("#messages li").last).to_have_attribute("data-seq", "130", timeout=WAIT)
     assert console.messages() == [str(n) for n in range(81, 131)]  # the newest page
-    for _ in range(10):  # scroll to the top until the start shows (two more pages)
-        console.page.locator("#log").evaluate("log => { log.scrollTop = 0 }")
-        if console.page.locator("#log-start").is_visible():
-            break
-        console.page.wait_for_timeout(200)
-    expect(console.page.locator("#log-start")).to_be_visible(timeout=WAIT)
+    scroll_to_the_start(console.page)
     assert console.messages() == [str(n) for n in range(1, 131)]
     assert console.errors == []
 
@@ -365,6 +383,8 @@ def test_at_360_px_wide_nothing_overflows(browser: Browser, server: Server, scre
         page.page.keyboard.press("Enter")
         expect(page.page.locator("#messages .content")).to_be_visible(timeout=WAIT)
         expect(page.page.locator(".session-list")).to_be_hidden()
+        # The keyboard carries on from the session's heading, not from the top of the page.
+        expect(page.page.locator("#session-title")).to_be_focused()
         assert page.page.evaluate(width) <= 360
         page.page.screenshot(path=screenshots / "console-narrow-session.png")
         assert page.errors == []
@@ -449,7 +469,187 @@ def test_with_a_token_the_page_is_refused_until_it_is_given(
         expect(login).to_be_hidden()
         page.page.goto(f"{server.url}/#/server")
         expect(page.page.locator('#numbers [data-name="messages"] dd')).to_have_text(re.compile(r"^\d"), timeout=WAIT)
+        # Held in the tab's session storage only: not in the address, not left in the form.
+        assert token not in page.page.url
+        expect(page.page.locator("#token")).to_have_value("")
+        assert page.page.evaluate("() => localStorage.length") == 0
+        page.page.get_by_role("button", name="Forget the token").click()
+        expect(login).to_be_visible(timeout=WAIT)
+        assert page.page.evaluate("() => sessionStorage.getItem('chatmdb.token')") is None
+        expect(page.page.locator("#numbers div")).to_have_count(0)
         assert page.errors == []
     finally:
         context.close()
         stop_and_check(server)
+
+
+def test_a_busy_session_keeps_a_bounded_number_of_messages_on_the_page(console: ConsolePage, server: Server) -> None:
+    assert f"const MAX_SHOWN = {MAX_SHOWN};" in (static_files() / "console.js").read_text()
+    session = new_session(server, "busy for long")
+    console.open(server.url, f"#/sessions/{session}")
+    console.connected()
+    expect(console.page.locator("#log-start")).to_be_visible(timeout=WAIT)
+    total = MAX_SHOWN + 60
+    with server.http() as http:
+        for n in range(1, total + 1):
+            assert http.post(f"/api/sessions/{session}/messages", json={"content": f"m {n}"}).status_code == 201
+    items = console.page.locator("#messages li")
+    expect(items.last).to_have_attribute("data-seq", str(total), timeout=WAIT)
+    # Following the newest, the oldest went: still each once, in order, and a page back is offered.
+    assert console.messages() == [str(n) for n in range(total - MAX_SHOWN + 1, total + 1)]
+    expect(console.page.locator("#older")).to_be_attached()
+    expect(console.page.locator("#log-start")).to_be_hidden()
+    # Paging back brings them in again; the newest go instead, and the page says newer ones are held.
+    console.page.locator("#older").click()
+    expect(console.page.locator(f'#messages li[data-seq="{total - MAX_SHOWN}"]')).to_be_attached(timeout=WAIT)
+    expect(items).to_have_count(MAX_SHOWN)
+    jump = console.page.locator("#jump")
+    expect(jump).to_contain_text("show the newest")
+    seqs = [int(n) for n in console.messages()]
+    assert seqs == list(range(seqs[0], seqs[0] + MAX_SHOWN))
+    newest = post(server, session, "the newest")
+    expect(console.page.locator("#session-meta")).to_contain_text(f"{newest['seq']:,} messages", timeout=WAIT)
+    expect(console.page.locator(f'#messages li[data-seq="{newest["seq"]}"]')).to_have_count(0)
+    jump.click()
+    expect(items.last).to_have_attribute("data-seq", str(newest["seq"]), timeout=WAIT)
+    expect(items.last).to_contain_text("the newest")
+    assert len(console.messages()) <= MAX_SHOWN
+    expect(jump).to_be_hidden()
+    assert console.errors == []
+
+
+def test_a_malformed_address_does_not_break_the_page(console: ConsolePage, server: Server) -> None:
+    console.open(server.url, "#/sessions/%E0%A4%A")
+    console.connected()
+    expect(console.page.locator("#session-meta")).to_have_text("No such session.", timeout=WAIT)
+    console.page.locator("#sessions a").first.click()
+    expect(console.page.locator("#session-title")).to_be_focused(timeout=WAIT)
+    assert console.errors == []
+
+
+def test_the_open_session_is_followed_past_the_servers_limit_of_sessions(browser: Browser, tmp_path: Path) -> None:
+    server = start_server(tmp_path, "lmdb", args=("--max-rooms", "2"))
+    context = browser.new_context(viewport={"width": 1100, "height": 760})
+    try:
+        sessions = [new_session(server, f"room {n}") for n in range(4)]
+        page = ConsolePage(context.new_page())
+        page.open(server.url)
+        page.connected()
+        # Five sessions, two rooms: the others are listed, and say they are not followed live.
+        expect(page.page.locator("#sessions li")).to_have_count(5, timeout=WAIT)
+        expect(page.page.locator("#sessions .when", has_text="not followed live")).to_have_count(3, timeout=WAIT)
+        for session in sessions:
+            page.page.goto(f"{server.url}/#/sessions/{session}")
+            expect(page.page.locator("#log-start")).to_be_visible(timeout=WAIT)
+            sent = post(server, session, f"live in {session}")
+            expect(page.page.locator(f'#messages li[data-seq="{sent["seq"]}"]')).to_be_visible(timeout=WAIT)
+        assert page.errors == []
+    finally:
+        context.close()
+        stop_and_check(server)
+
+
+def test_agent_colors_are_colors_only(browser: Browser, tmp_path: Path) -> None:
+    with open_store(tmp_path / "db") as store:
+        store.init_database()
+        store.upsert_agent_card({"id": "evil", "name": "Agent Evil", "color": "red; background-image: url(/x)"})
+        store.upsert_agent_card({"id": "sneaky", "name": "Agent Sneaky", "color": "var(--error)"})
+        store.upsert_agent_card({"id": "plain", "name": "Agent Plain", "color": "#123456"})
+    server = start_server(tmp_path, "lmdb")
+    context = browser.new_context(viewport={"width": 1100, "height": 760})
+    try:
+        page = ConsolePage(context.new_page())
+        page.open(server.url, "#/agents")
+        page.connected()
+        expect(page.page.locator(".card", has_text="Agent Plain")).to_have_css(
+            "border-top-color", "rgb(18, 52, 86)", timeout=WAIT
+        )
+        for name in ("Agent Evil", "Agent Sneaky"):
+            card = page.page.locator(".card", has_text=name)
+            expect(card).to_be_visible()
+            assert card.get_attribute("style") is None, name  # the default line color, nothing set
+        assert page.errors == []
+    finally:
+        context.close()
+        stop_and_check(server)
+
+
+def _jwt(secret: str, **claims: Any) -> str:
+    return jwt.encode({"exp": int(time.time()) + 3600, **claims}, secret, algorithm="HS256")
+
+
+def test_a_token_that_is_not_an_admin_gets_clear_answers(browser: Browser, tmp_path: Path, screenshots: Path) -> None:
+    secret = uuid.uuid4().hex * 2
+    admin = _jwt(secret, sub="admin", admin=True)
+    server = start_server(tmp_path, "lmdb", env={"CHATMDB_JWT_SECRET": secret}, token=admin)
+    context = browser.new_context(viewport={"width": 1100, "height": 760})
+    try:
+        with server.http() as http:
+            for session_id in ("team-a", "other"):
+                assert (
+                    http.post("/api/sessions", json={"title": session_id, "session_id": session_id}).status_code == 201
+                )
+        page = ConsolePage(context.new_page())
+        page.open(server.url)
+        expect(page.page.locator("#login")).to_be_visible(timeout=WAIT)
+        page.page.locator("#token").fill(_jwt(secret, sub="reader", sessions=["team-*"]))
+        page.page.keyboard.press("Enter")
+        page.connected()
+        # Only what it may read is listed.
+        expect(page.page.locator("#sessions .title", has_text="team-a")).to_be_visible(timeout=WAIT)
+        expect(page.page.locator("#sessions li")).to_have_count(1)
+        # A session outside its grants, or with no id to check, is refused next to the form.
+        page.page.locator("#new-session-title").fill("mine")
+        page.page.get_by_role("button", name="Create").click()
+        expect(page.page.locator("#new-session-error")).to_contain_text("session_id", timeout=WAIT)
+        page.page.locator("#new-session-id").fill("team-b")
+        page.page.get_by_role("button", name="Create").click()
+        expect(page.page.locator("#session-title")).to_have_text("mine", timeout=WAIT)
+        expect(page.page.locator("#new-session-error")).to_be_hidden()
+        # Writing as an agent the token does not bind is refused with the reason; as itself, stored.
+        page.page.select_option("#send-agent", "chloe")
+        page.page.locator("#send-content").fill("as chloe")
+        page.page.keyboard.press("Enter")
+        expect(page.page.locator("#send-error")).to_contain_text("agent_id", timeout=WAIT)
+        page.page.select_option("#send-agent", "")
+        page.page.locator("#send-content").fill("as myself")
+        page.page.keyboard.press("Enter")
+        expect(page.page.locator("#messages li")).to_have_count(1, timeout=WAIT)
+        assert [m["content"] for m in stored(server, "team-b")] == ["as myself"]
+        # The server's numbers need an admin: the page says so instead of failing.
+        page.page.goto(f"{server.url}/#/server")
+        expect(page.page.locator('#numbers [data-name="metrics"] dd')).to_contain_text("admin token", timeout=WAIT)
+        expect(page.page.locator('#numbers [data-name="health"] dd')).to_have_text("healthy")
+        page.page.screenshot(path=screenshots / "console-not-admin.png")
+        assert page.errors == []
+        # A token that expires: the server ends the connection at exp, and the page asks again, saying why.
+        soon = ConsolePage(context.new_page())
+        soon.open(server.url)
+        expect(soon.page.locator("#login")).to_be_visible(timeout=WAIT)
+        soon.page.locator("#token").fill(_jwt(secret, sub="reader", sessions=["team-*"], exp=int(time.time()) + 3))
+        soon.page.keyboard.press("Enter")
+        soon.connected()
+        expect(soon.page.locator("#login-error")).to_contain_text("expired", timeout=WAIT)
+        expect(soon.page.locator("#view-sessions")).to_be_hidden()
+        assert soon.errors == []
+    finally:
+        context.close()
+        stop_and_check(server)
+
+
+def test_serve_prints_the_address_to_open(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMDB_")}
+    command = [sys.executable, "-m", "chatmdb", "serve", "--db", str(tmp_path / "db"), "--host", "0.0.0.0"]
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*command, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + WAIT / 1000
+        while f"open http://127.0.0.1:{port}/" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        assert f"The console: open http://127.0.0.1:{port}/" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(WAIT / 1000) == 0, log.read_text()

@@ -645,3 +645,187 @@ def test_the_public_key_flag_serves_es256(tmp_path: Path) -> None:
             assert http.get("/api/sessions").status_code == 401
     finally:
         stop_and_check(server)
+
+
+# -- records reached by their own id: no existence oracle ----------------------------------------
+
+
+async def test_a_record_of_an_ungranted_session_and_an_unknown_one_are_refused_alike(
+    authz: Server, world: World, as_token: Callable[[str], Awaitable[Client]]
+) -> None:
+    client = await as_token(world.token)
+    unknown = f"{world.base}-nothing"
+    probes: list[tuple[str, Callable[[str], dict[str, Any]], str]] = [
+        ("get_task", lambda key: {"task_id": key}, world.tasks[world.other]),
+        ("update_task", lambda key: {"task_id": key, "state": "working"}, world.tasks[world.other]),
+        ("update_context", lambda key: {"context_id": key, "data": {"v": 9}}, world.contexts[world.other]),
+        ("list_tasks", lambda key: {"cursor": key}, world.tasks[world.other]),
+    ]
+    for event, payload_of, existing in probes:
+        refusals = []
+        for key in (existing, unknown):
+            ack = await client.call(event, payload_of(key))
+            assert ack["ok"] is False and ack["error"]["code"] == "forbidden", (event, key, ack)
+            assert world.other not in ack["error"]["message"], "the refusal names the record's session"
+            refusals.append(ack["error"]["message"].replace(key, "<id>"))
+        assert refusals[0] == refusals[1], (event, refusals)
+    with bearer(authz, world.token) as http:
+        answers = [http.get(f"/api/messages/{key}") for key in (world.messages[world.other], unknown)]
+        assert [a.status_code for a in answers] == [403, 403]
+        assert answers[0].json()["error"]["message"].replace(world.messages[world.other], "<id>") == answers[1].json()[
+            "error"
+        ]["message"].replace(unknown, "<id>")
+        assert world.other not in answers[0].text
+        # Within its grants, an unknown record is just unknown.
+        assert http.get(f"/api/messages/{world.messages[world.read]}").status_code == 200
+    # A token that reads every session learns nothing by the difference: it gets not_found.
+    everyone = await as_token(mint("reader", read_sessions=["*"]))
+    assert (await everyone.call("get_task", {"task_id": unknown}))["error"]["code"] == "not_found"
+    assert (await everyone.call("update_task", {"task_id": unknown, "state": "working"}))["error"]["code"] == "forbidden"
+
+
+# -- tokens: size, clock skew, and a connection past its exp --------------------------------------
+
+
+def test_an_oversized_token_is_refused_before_it_is_decoded() -> None:
+    from chatmdb.errors import Unauthorized
+    from chatmdb.gateway.auth import Authenticator, JwtSettings
+
+    auth = Authenticator(jwt_settings=JwtSettings.from_secret(SECRET))
+    fits = mint("p", pad="x" * 8_000)
+    assert auth.authenticate(fits).sub == "p"
+    huge = mint("p", pad="x" * 20_000)  # valid, but each one cached would hold this much
+    with pytest.raises(Unauthorized, match="longer"):
+        auth.authenticate(huge)
+
+
+def test_nbf_and_iat_allow_for_clock_skew_and_exp_does_not() -> None:
+    from chatmdb.errors import Unauthorized
+    from chatmdb.gateway.auth import Authenticator, JwtSettings
+
+    auth = Authenticator(jwt_settings=JwtSettings.from_secret(SECRET))
+    now = int(time.time())
+    # An issuer whose clock is a few seconds ahead: its fresh tokens are good here.
+    assert auth.authenticate(mint("p", iat=now + 5, nbf=now + 5, exp_in=600)).sub == "p"
+    for claims, needle in (
+        ({"nbf": now + 600}, "not yet valid"),
+        ({"iat": now + 600}, "not yet valid"),
+        ({"exp": now - 1}, "expired"),  # no leeway past exp
+        ({"exp": now}, "expired"),
+    ):
+        with pytest.raises(Unauthorized, match=needle):
+            auth.authenticate(mint("p", **claims))
+
+
+def test_an_exp_out_of_range_is_unauthorized_not_a_crash() -> None:
+    from chatmdb.errors import Unauthorized
+    from chatmdb.gateway.auth import Authenticator, JwtSettings
+
+    auth = Authenticator(jwt_settings=JwtSettings.from_secret(SECRET))
+    with pytest.raises(Unauthorized, match="exp"):
+        auth.authenticate(mint("p", exp=10**400))  # a JSON integer no float holds
+    assert auth.authenticate(mint("p", exp=10**17)).expires_at == 1e17  # far, but a time
+
+
+async def test_a_connection_past_its_exp_is_refused_every_event(store: Any) -> None:
+    from chatmdb.gateway import create_app
+    from chatmdb.gateway.auth import Grants, JwtSettings, Principal
+
+    # In process: the disconnect at exp is a timer, and until the transport is
+    # closed its events arrive; past exp, the grants are gone.
+    session_id = store.create_session(title="expiry")["id"]
+    app = create_app(store, jwt=JwtSettings.from_secret(SECRET))
+    try:
+        events, principals = app.gateway.events, app.gateway.sio.principals
+        principals["live"] = Principal(sub="p", write=Grants(["*"]), expires_at=time.time() + 600)
+        principals["past"] = Principal(sub="p", write=Grants(["*"]), expires_at=time.time() - 1)
+        live = await events.trigger_event("get_session", "live", {"session_id": session_id})
+        assert live["ok"] is True, live
+        for event, payload in (
+            ("get_session", {"session_id": session_id}),
+            ("send_message", {"session_id": session_id, "content": "after exp"}),
+            ("refresh", {"token": mint("p", sessions=["*"], exp_in=600)}),
+        ):
+            ack = await events.trigger_event(event, "past", payload)
+            assert ack["ok"] is False and ack["error"]["code"] == "unauthorized", (event, ack)
+        assert store.get_session(session_id)["message_count"] == 0
+    finally:
+        app.gateway.metrics.close()
+
+
+async def test_a_connection_is_recovered_only_by_its_own_sub(
+    authz: Server, world: World, raw: aiohttp.ClientSession, sio_clients: Make
+) -> None:
+    mine = mint("p", sessions=[world.own], exp_in=600)
+    theirs = mint("q", sessions=[world.own], exp_in=600)  # the same grants, another sub
+    ws = await _open(raw, authz, {"token": mine})
+    pid = json.loads((await _until(ws, "40"))[2:])["pid"]
+    await ws.send_str("421" + json.dumps(["join", {"session_id": world.own}]))
+    await _until(ws, "431")
+    # While p is connected, q presenting p's pid neither ends p's connection nor takes it over.
+    other = await _open(raw, authz, {"token": theirs, "pid": pid})
+    assert json.loads((await _until(other, "40"))[2:])["pid"] != pid
+    await other.close()
+    admin = await sio_clients(authz)
+    await admin.ok("send_message", {"session_id": world.own, "content": "p is still here"})
+    assert json.loads((await _until(ws, "42"))[2:])[1]["content"] == "p is still here"
+    await ws.close()  # a lost transport: the state is kept
+    await admin.ok("send_message", {"session_id": world.own, "content": "missed by p"})
+    # Once p is gone, q still does not recover p's rooms and missed events...
+    thief = await _open(raw, authz, {"token": theirs, "pid": pid})
+    seen: list[str] = []
+    assert json.loads((await _until(thief, "40", seen))[2:])["pid"] != pid
+    assert not [p for p in seen if p.startswith("42")]
+    await thief.close()
+    # ...and p, with a fresh token of its sub, still does.
+    back = await _open(raw, authz, {"token": mint("p", sessions=[world.own], exp_in=600), "pid": pid})
+    seen = []
+    assert json.loads((await _until(back, "40", seen))[2:])["pid"] == pid
+    assert "missed by p" in [json.loads(p[2:])[1]["content"] for p in seen if p.startswith("42")]
+    await back.close()
+
+
+async def test_at_exp_a_connection_leaves_its_rooms_before_its_transport_closes(store: Any) -> None:
+    from chatmdb.gateway import create_app
+    from chatmdb.gateway.auth import Grants, JwtSettings, Principal
+    from chatmdb.gateway.recovery import room
+
+    # In process: closing the transport waits for its queue to flush; a room
+    # event must not join that queue once the token expired.
+    app = create_app(store, jwt=JwtSettings.from_secret(SECRET))
+    try:
+        sio = app.gateway.sio
+        sid = await sio.manager.connect("an-eio-sid", "/")
+        await sio.enter_room(sid, room("s"))
+        sio.principals[sid] = Principal(sub="p", read=Grants(["s"]), expires_at=time.time() - 1)
+        sio._expire(sid)
+        await asyncio.gather(*sio._closing)
+        assert room("s") not in sio.manager.get_rooms(sid, "/")
+    finally:
+        app.gateway.metrics.close()
+
+
+def test_an_hs256_token_keyed_with_the_public_key_is_refused(tmp_path: Path) -> None:
+    import base64
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from chatmdb.errors import Unauthorized
+    from chatmdb.gateway.auth import Authenticator, JwtSettings
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = _pem(key.public_key(), tmp_path, "rsa.pem")
+    auth = Authenticator(jwt_settings=JwtSettings.from_public_key(pem))
+
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    # PyJWT will not sign with a PEM as an HMAC secret; an attacker would.
+    for alg in ("HS256", "none"):
+        head = part(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+        body = part(json.dumps({"sub": "x", "admin": True}).encode())
+        signature = part(hmac.new(pem.read_bytes(), f"{head}.{body}".encode(), hashlib.sha256).digest())
+        with pytest.raises(Unauthorized, match="alg"):
+            auth.authenticate(f"{head}.{body}.{signature if alg != 'none' else ''}")

@@ -309,14 +309,35 @@ class _Server(uvicorn.Server):
     draining first gets them committed and acked.
     """
 
-    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+    def __init__(self, config: uvicorn.Config, gateway: Gateway, announce: bool = True) -> None:
         super().__init__(config)
         self._gateway = gateway
+        self._announce = announce
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._announce:
+            # Beside uvicorn's "running on" line, in its format: the address a person opens.
+            port = self.config.port
+            if not port and self.servers and self.servers[0].sockets:
+                port = self.servers[0].sockets[0].getsockname()[1]
+            logging.getLogger("uvicorn.error").info("The console: open %s", console_url(self.config.host, port))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if not self.force_exit:
             await self._gateway.drain()
         await super().shutdown(sockets)
+
+
+def console_url(host: str, port: int) -> str:
+    """The console's address on a server bound to *host*: a wildcard address is opened as loopback."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 def _fastest_loop() -> str:
@@ -424,7 +445,7 @@ def _serve_worker(opts: ServeOptions, index: int) -> None:
         # long-poll's names the engine.io sid: a credential.
         for name in ("uvicorn.access", "uvicorn.error"):  # the latter logs WebSocket upgrades
             logging.getLogger(name).addFilter(RedactSid())
-        _Server(config, app.gateway).run(sockets=sockets)
+        _Server(config, app.gateway, announce=index == 0).run(sockets=sockets)
     finally:
         store.close()
 

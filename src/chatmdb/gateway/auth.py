@@ -16,7 +16,11 @@ A client presents one credential, in ``auth: {token}`` on Socket.IO and in
 
 :data:`RULES` is the rule of every Socket.IO event and HTTP route, checked
 before the operation runs; a refusal raises :class:`Forbidden` (``forbidden``,
-HTTP 403), a bad or missing credential :class:`Unauthorized` (401).
+HTTP 403), a bad or missing credential :class:`Unauthorized` (401). A record
+reached by its own id (a message, context or task) that is unknown, or in a
+session the token does not grant, gets one and the same refusal
+(:func:`check_through`): the answer tells neither whether it exists nor its
+session.
 A principal's grants are decoded once per token, so the check of an event is
 a set lookup and a few prefix comparisons, never a signature check.
 """
@@ -35,7 +39,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from ..errors import ChatMDBError, Forbidden, Unauthorized, ValidationError
+from ..errors import ChatMDBError, Forbidden, NotFound, Unauthorized, ValidationError
 
 __all__ = [
     "ADMIN",
@@ -46,6 +50,7 @@ __all__ = [
     "JwtSettings",
     "Principal",
     "Rule",
+    "check_through",
 ]
 
 MAX_ID_LENGTH: Final = 256
@@ -53,6 +58,12 @@ MAX_ID_LENGTH: Final = 256
 MAX_GRANTS: Final = 1_000
 # Verified tokens remembered (HTTP presents one per request), until they expire.
 CACHE_SIZE: Final = 1_024
+# The longest credential looked at: larger ones are refused before any decoding,
+# so the cache holds at most CACHE_SIZE times this many characters.
+MAX_TOKEN_LENGTH: Final = 16_384
+# Seconds an issuer's clock may run ahead of this server's for nbf and iat;
+# exp gets none: a connection is ended at exp, so a token is expired from exp on.
+CLOCK_SKEW: Final = 30
 
 
 class Grants:
@@ -229,6 +240,8 @@ class Authenticator:
             return ADMIN
         if self.jwt is None:
             raise Unauthorized("a valid auth token is required")
+        if len(credential) > MAX_TOKEN_LENGTH:
+            raise Unauthorized(f"the token is longer than {MAX_TOKEN_LENGTH} characters")
         cached = self._cache.get(credential)
         if cached is not None:
             if cached.expires_at is None or cached.expires_at > time.time():
@@ -252,11 +265,16 @@ class Authenticator:
                 audience=settings.audience,
                 issuer=settings.issuer,
                 options={"require": ["sub"]},
+                leeway=CLOCK_SKEW,
             )
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the token expired", hint="get a new one") from None
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise Unauthorized(f"the token is not valid: {exc}"[:300]) from None
+        exp = claims.get("exp")
+        # PyJWT checked exp with the leeway, and that it is a number.
+        if isinstance(exp, (int, float)) and exp <= time.time():
+            raise Unauthorized("the token expired", hint="get a new one")
         return principal_of(claims)
 
 
@@ -272,13 +290,17 @@ def principal_of(claims: Mapping[str, Any]) -> Principal:
     if agent_id is not None and (not isinstance(agent_id, str) or not 0 < len(agent_id) <= MAX_ID_LENGTH):
         raise Unauthorized(f"the token's agent_id must be a string of 1 to {MAX_ID_LENGTH} characters")
     exp = claims.get("exp")
+    try:
+        expires_at = float(exp) if isinstance(exp, (int, float)) else None
+    except OverflowError:  # an integer past any float: PyJWT takes it as a valid exp
+        raise Unauthorized("the token's exp is out of range") from None
     return Principal(
         sub=sub,
         admin=admin,
         read=Grants.from_claim(claims, "read_sessions"),
         write=Grants.from_claim(claims, "sessions"),
         agent_id=agent_id,
-        expires_at=float(exp) if isinstance(exp, (int, float)) else None,
+        expires_at=expires_at,
     )
 
 
@@ -316,11 +338,41 @@ class Rule:
         value = values.get(self.field or "")
         if not isinstance(value, str):
             raise ChatMDBError(f"the rule names field {self.field!r}, which the operation lacks")
-        session_id = value if self.via == "session" else lookup(self.via, value)
-        if self.access == "read":
-            principal.check_read(session_id)
-        else:
-            principal.check_write(session_id)
+        if self.via == "session":
+            if self.access == "read":
+                principal.check_read(value)
+            else:
+                principal.check_write(value)
+            return
+        check_through(principal, self.access, self.via, value, lookup)
+
+
+def check_through(
+    principal: Principal, access: str, via: str, key: str, lookup: Callable[[str, str], str]
+) -> None:
+    """Raise :class:`Forbidden` unless *principal* has *access* to the session of the *via* record *key*.
+
+    The record's session is the caller's business only if it may use it: an
+    unknown record and one of a session the token does not grant get the
+    same refusal, which names neither the session nor whether the record
+    exists. A token whose grants cover every session learns nothing it could
+    not read, and gets ``not_found`` for an unknown record.
+    """
+    covers_all = principal.reads_all if access == "read" else principal.admin or principal.write.everything
+    try:
+        session_id = lookup(via, key)
+    except NotFound:
+        if covers_all:
+            raise
+        session_id = None
+    allowed = session_id is not None and (
+        principal.can_read(session_id) if access == "read" else principal.can_write(session_id)
+    )
+    if not allowed:
+        raise Forbidden(
+            f"this token grants no {access} access to {via} {key!r:.80}, or there is no such {via}",
+            hint="a token may reach only the records of the sessions it is granted",
+        )
 
 
 _READ_SESSION: Final = Rule("read", "session_id")

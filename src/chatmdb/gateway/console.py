@@ -22,8 +22,9 @@ The page speaks only the gateway's Socket.IO events, ``/metrics`` and
 ``/healthz``. Its files are public whether or not the server has a token (the
 page asks for the token; everything it calls needs it). Every answer forbids
 framing and content sniffing, and the page's Content-Security-Policy lets it
-load scripts and styles and connect to this origin only, so chat content that
-reached the page as markup still could not run.
+load scripts and styles and connect to this origin only, and makes the
+browser refuse every string-to-markup sink (``innerHTML`` and its kin, by
+Trusted Types), so chat content could not become markup, let alone run.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ CONTENT_SECURITY_POLICY: Final = "; ".join(
         "base-uri 'none'",
         "form-action 'none'",
         "frame-ancestors 'none'",
+        # No string ever becomes markup or script: innerHTML and its kin throw instead (Trusted Types).
+        "require-trusted-types-for 'script'",
+        "trusted-types 'none'",
     )
 )
 MISSING_CLIENT: Final = (

@@ -4,7 +4,8 @@ Every event takes one object and answers through its ack with
 ``{"ok": true, "data": ...}`` or ``{"ok": false, "error": {"code", "message"}}``,
 codes ``invalid``, ``not_found``, ``conflict``, ``too_large``,
 ``rate_limited`` (over the connection's events per second, or its sessions),
-``unauthorized`` (a ``refresh`` token that does not verify), ``forbidden``
+``unauthorized`` (a ``refresh`` token that does not verify, or any event past the
+connection's token's ``exp``), ``forbidden``
 (the connection's token does not grant it: the rule of each event is in
 :data:`.auth.RULES`), ``internal``. Events (optional fields marked ``?``; the
 payload models are in :mod:`.payloads`):
@@ -54,14 +55,15 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import socketio
 
-from ..errors import ChatMDBError, Forbidden
-from .auth import RULES, Principal, Rule
+from ..errors import ChatMDBError, Forbidden, Unauthorized
+from .auth import RULES, Principal, Rule, check_through
 from .guard import GuardedServer
 from .packets import MALFORMED, NOT_AN_EVENT
 from .payloads import (
@@ -184,6 +186,10 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
         principal = self.server.principals.get(sid)
         if principal is None:
             raise Forbidden("this connection has no credential (it is disconnecting)")
+        # The disconnect at exp is a timer, and closing takes a moment:
+        # until then, the token's grants end at exp all the same.
+        if principal.expires_at is not None and principal.expires_at <= time.time():
+            raise Unauthorized("this connection's token expired", hint="connect again with a fresh token")
         return principal
 
     # -- events -----------------------------------------------------------------------------
@@ -267,7 +273,7 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
         if payload.context_id is not None:
             principal.check_read(payload.context_id)
         if payload.cursor is not None:
-            principal.check_read(self.service.session_of("task", payload.cursor))
+            check_through(principal, "read", "task", payload.cursor, self.service.session_of)
         if principal.reads_all or payload.context_id is not None:
             return self.service.tasks(payload.context_id, payload.state, payload.limit, payload.cursor)
         return await self.service.visible_tasks(payload.state, payload.limit, payload.cursor, principal.can_read)

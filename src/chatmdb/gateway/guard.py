@@ -340,16 +340,20 @@ class GuardedServer(RecoveringServer):
             self.released(sid)
             return
         logger.info("disconnecting %s: its token expired without a refresh", principal.sub)
-        task = asyncio.ensure_future(self._end_expired(eio_sid))
+        task = asyncio.ensure_future(self._end_expired(sid, eio_sid))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
-    async def _end_expired(self, eio_sid: str) -> None:
+    async def _end_expired(self, sid: str, eio_sid: str) -> None:
         # A goodbye from the server: the client is told (a Socket.IO
         # DISCONNECT, so it does not reconnect with the expired token), its
         # state is not kept for recovery, and closing the transport runs the
-        # same clean-up as any disconnect.
+        # same clean-up as any disconnect. Its rooms are left first: no room
+        # event is sent to it while the transport flushes and closes.
         self._goodbyes.add(eio_sid)
+        for name in list(self.manager.get_rooms(sid, "/")):
+            if isinstance(name, str) and name.startswith(ROOM_PREFIX):
+                await self.leave_room(sid, name)
         await self._send_packet(eio_sid, self.packet_class(packet.DISCONNECT, namespace="/"))
         await self.close_transport(eio_sid, flush=1.0)
 
@@ -365,6 +369,19 @@ class GuardedServer(RecoveringServer):
         if left:
             await self.remember(sid)
         return left
+
+    def owner(self, sid: str) -> str | None:
+        principal = self.principals.get(sid)
+        return None if principal is None else principal.sub
+
+    def may_resume(self, eio_sid: str, state: dict[str, Any]) -> bool:
+        # The pid is its client's secret, and a token of another sub that
+        # learned it would get no more than that token's grants; still, it
+        # must neither end that client's connection nor take over its state.
+        if "owner" not in state:  # saved before owners were recorded
+            return True
+        admitted = self._admitted.get(eio_sid)
+        return admitted is not None and admitted.sub == state["owner"]
 
     def may_rejoin(self, sid: str, session_id: str) -> bool:
         principal = self.principals.get(sid)

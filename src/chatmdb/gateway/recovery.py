@@ -193,6 +193,7 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             "rooms": rooms,
             "offset": self.store.last_event_offset() if base is None else base,
             "expires_at": expires_at,
+            "owner": self.owner(sid),
         }
 
     # -- hooks for the gateway's limits ----------------------------------------------
@@ -201,6 +202,18 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
         """Whether a CONNECT may go on; checked before recovery touches anything.
 
         A refusal must have answered the client. This method is a coroutine.
+        """
+        return True
+
+    def owner(self, sid: str) -> str | None:
+        """Who *sid* acts for, saved with its state: only the same one may recover it."""
+        return None
+
+    def may_resume(self, eio_sid: str, state: dict[str, Any]) -> bool:
+        """Whether the CONNECT of *eio_sid*, just admitted, may take over the saved *state*.
+
+        Called before the connection the state belongs to is replaced; a
+        refusal leaves that connection, and its state, as they were.
         """
         return True
 
@@ -276,6 +289,12 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             except ChatMDBError:
                 state = None
             if state is not None and state.get("expires_at") is not None and state["expires_at"] < time.time():
+                state = None
+            if state is not None and not self.may_resume(eio_sid, state):
+                # Another principal's connection: it is neither replaced nor
+                # recovered, and its state stays for its own client.
+                with contextlib.suppress(ChatMDBError):
+                    await self.store.aio.save_connection(pid, state)
                 state = None
         if state is not None:
             old_sid = state["sid"]

@@ -8,7 +8,17 @@
 
 (() => {
   const PAGE = 50; // messages per history page
+  // Messages on the page at once: past it, a live session drops its oldest (they can be paged back
+  // in), and a reader scrolled up or paging back stops taking new ones until asked.
+  const MAX_SHOWN = 500;
+  // How far a reconnection pages forward through the open session before it shows the newest instead.
+  const CATCH_UP_PAGES = 5;
   const SESSION_PAGE = 50; // sessions per page, each joined to follow it live
+  // Sessions followed live at once (the server allows --max-rooms, 1000 by default, per connection);
+  // the open session always is, in place of the least active one if need be.
+  const MAX_WATCHED = 200;
+  const JOIN_BATCH = 20; // joins in flight at once when rejoining after a reconnection
+  const MAX_TASKS = 1000; // tasks kept: past it, the oldest status changes are dropped
   const TASK_PAGE = 100; // the gateway's largest task page
   const POLL_MS = 3000; // server numbers
   const REFRESH_MS = 15000; // the first page of sessions and of tasks: new ones elsewhere
@@ -57,7 +67,7 @@
   }
 
   const state = {
-    token: sessionStorage.getItem(TOKEN_KEY),
+    token: sessionStorage.getItem(TOKEN_KEY) || null,
     ready: false, // first load done
     away: false, // disconnected after having been connected
     missed: 0, // room events received while recovering
@@ -65,12 +75,13 @@
     sessionCursor: null,
     sessionsDone: false,
     watched: new Set(), // sessions joined
+    unwatched: new Set(), // sessions listed but not followed live (past MAX_WATCHED or the server's limit)
     fresh: new Set(), // sessions with a message since the page opened
     agents: new Map(),
     tasks: new Map(),
     taskCursor: null,
     tasksDone: false,
-    open: null, // the session shown: {id, items: Map seq -> li, next (cursor), done, loading}
+    open: null, // the session shown: {id, items: Map seq -> li, next (cursor), done, loading, detached}
     metrics: null, // the previous sample, for rates
   };
 
@@ -99,6 +110,23 @@
     return ack.data;
   }
 
+  /**
+   * Whether the token is an administrator's, as far as the page can tell: the static token (not a
+   * JWT) and no token at all are; a JWT is if it claims admin. The server decides: this only spares
+   * asking for what would be refused (/metrics).
+   */
+  function tokenIsAdmin() {
+    const parts = state.token ? state.token.split(".") : [];
+    if (parts.length !== 3) return true;
+    try {
+      const json = atob(parts[1].replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(parts[1].length / 4) * 4, "="));
+      const claims = JSON.parse(json);
+      return Boolean(claims && claims.admin === true);
+    } catch {
+      return true;
+    }
+  }
+
   function authHeaders() {
     return state.token ? { Authorization: "Bearer " + state.token } : {};
   }
@@ -125,9 +153,18 @@
     return node;
   }
 
+  // A color as agent cards give one: #hex, a name, or rgb()/hsl() of plain numbers. Nothing else
+  // (var(), attr(), url(), env(), anything with a semicolon or a brace) reaches a style.
+  const COLOR = /^(#[0-9a-f]{3,8}|[a-z]{3,20}|(rgb|rgba|hsl|hsla)\([0-9.,%\s/+-]{1,60}\))$/i;
+
+  function safeColor(color) {
+    return typeof color === "string" && COLOR.test(color.trim()) && CSS.supports("color", color.trim()) ? color.trim() : null;
+  }
+
   function agentColor(node, color) {
     // Through the CSSOM, and only a color: a custom property would take anything (a url() too).
-    if (typeof color === "string" && CSS.supports("color", color)) node.style.setProperty("--agent-color", color);
+    const safe = safeColor(color);
+    if (safe !== null) node.style.setProperty("--agent-color", safe);
   }
 
   // -- routing ----------------------------------------------------------------------------------
@@ -135,7 +172,14 @@
   function route() {
     const parts = location.hash.replace(/^#\/?/, "").split("/");
     const view = ["sessions", "agents", "tasks", "server"].includes(parts[0]) ? parts[0] : "sessions";
-    const sessionId = view === "sessions" && parts.length > 1 ? decodeURIComponent(parts.slice(1).join("/")) : null;
+    let sessionId = null;
+    if (view === "sessions" && parts.length > 1 && parts.slice(1).join("/") !== "") {
+      try {
+        sessionId = decodeURIComponent(parts.slice(1).join("/"));
+      } catch {
+        sessionId = parts.slice(1).join("/"); // a malformed escape: looked up as written (and not found)
+      }
+    }
     return { view, sessionId };
   }
 
@@ -169,7 +213,11 @@
 
   window.addEventListener("hashchange", () => {
     render();
-    $("main").focus({ preventScroll: true });
+    if (!state.ready) return;
+    // Focus goes to the heading of what is now shown, so the keyboard carries on from there.
+    const { view, sessionId } = route();
+    const heading = sessionId !== null ? $("session-title") : $(view + "-title");
+    (heading || $("main")).focus({ preventScroll: sessionId === null });
   });
 
   // -- sessions ---------------------------------------------------------------------------------
@@ -186,8 +234,9 @@
     link.append(el("span", session.title || session.id, { class: "title" }));
     const count = Number(session.message_count || 0);
     link.append(el("span", `${count} message${count === 1 ? "" : "s"}`, { class: "count" }));
-    const whenText = session.last_message_at ? "last message " + when(session.last_message_at)
+    let whenText = session.last_message_at ? "last message " + when(session.last_message_at)
       : "created " + when(session.created_at);
+    if (state.unwatched.has(session.id)) whenText += " · not followed live";
     link.append(el("span", whenText, { class: "when" }));
     li.append(link);
     return li;
@@ -203,17 +252,51 @@
     $("sessions-more").hidden = state.sessionsDone;
   }
 
-  async function watch(id) {
-    if (state.watched.has(id)) return;
-    state.watched.add(id);
-    try {
-      const data = await call("join", { session_id: id });
-      mergeSession(data.session);
-    } catch (exc) {
-      state.watched.delete(id);
-      // rate_limited: past the server's sessions per connection; the session is still listed.
-      if (exc.code !== "rate_limited") throw exc;
+  /**
+   * Join a session to follow it live; returns whether it is followed. Past MAX_WATCHED, or the
+   * server's own limit (rate_limited), a session is listed without being followed, unless it *must*
+   * be (the open one): then the least active other session is left to make room.
+   */
+  async function watch(id, must) {
+    if (state.watched.has(id)) return true;
+    if (state.watched.size >= MAX_WATCHED && !(must && (await unwatchOne(id)))) {
+      state.unwatched.add(id);
+      return false;
     }
+    for (let attempt = 0; ; attempt += 1) {
+      state.watched.add(id);
+      try {
+        const data = await call("join", { session_id: id });
+        state.unwatched.delete(id);
+        mergeSession(data.session);
+        return true;
+      } catch (exc) {
+        state.watched.delete(id);
+        if (exc.code !== "rate_limited") throw exc;
+        if (must && attempt === 0 && (await unwatchOne(id))) continue;
+        state.unwatched.add(id);
+        return false;
+      }
+    }
+  }
+
+  /** Leave the followed session with the oldest activity (never *keep* nor the open one); false if there is none. */
+  async function unwatchOne(keep) {
+    let victim = null;
+    for (const id of state.watched) {
+      if (id === keep || (state.open && state.open.id === id)) continue;
+      if (victim === null || activity(state.sessions.get(id) || {}) < activity(state.sessions.get(victim) || {})) victim = id;
+    }
+    if (victim === null) return false;
+    state.watched.delete(victim);
+    state.unwatched.add(victim);
+    try {
+      await call("leave", { session_id: victim });
+    } catch {
+      // Gone, or no longer readable: either way this connection is not following it.
+    }
+    scheduleRender("sessions");
+    return true;
   }
 
   function mergeSession(session) {
@@ -234,6 +317,7 @@
     }
     renderSessions();
     await Promise.all(page.map((s) => watch(s.id)));
+    if (state.unwatched.size) scheduleRender("sessions");
   }
 
   $("sessions-more").addEventListener("click", () => loadSessions(false).catch(report));
@@ -242,15 +326,22 @@
   $("new-session").addEventListener("submit", async (event) => {
     event.preventDefault();
     const input = $("new-session-title");
+    const idInput = $("new-session-id");
     const title = input.value.trim();
+    const id = idInput.value.trim();
+    const payload = {};
+    if (title) payload.title = title;
+    if (id) payload.session_id = id;
+    $("new-session-error").textContent = "";
     try {
-      const session = await call("create_session", title ? { title } : {});
+      const session = await call("create_session", payload);
       mergeSession(session);
       input.value = "";
-      await watch(session.id);
+      idInput.value = "";
+      await watch(session.id, true);
       location.hash = sessionHref(session.id);
     } catch (exc) {
-      report(exc);
+      $("new-session-error").textContent = "Not created: " + exc.message;
     }
   });
 
@@ -276,40 +367,95 @@
     return log.scrollHeight - log.scrollTop - log.clientHeight < 80;
   }
 
-  /** Put messages in the open session's log, in seq order, each once; returns how many were new. */
+  function seqOf(node) {
+    return Number(node.dataset.seq);
+  }
+
+  /** The newest seq shown in the open session, or 0. */
+  function newestShown(open) {
+    const last = $("messages").lastElementChild;
+    return open && last ? seqOf(last) : 0;
+  }
+
+  /**
+   * Put messages in the open session's log, in seq order, each once (by seq); returns how many were new.
+   *
+   * At most MAX_SHOWN stay: when the reader is at the newest, the oldest go (paging back brings them
+   * again); when the reader is scrolled up or paging back, the newest go and the log is "detached":
+   * it takes no newer message until the reader asks for the newest (the jump button).
+   */
   function addMessages(messages, live) {
     const open = state.open;
     if (!open) return 0;
     const log = $("log");
     const list = $("messages");
     const stick = nearBottom(log);
-    const heightBefore = log.scrollHeight;
-    const topBefore = log.scrollTop;
+    // The first message shown before: it stays where the reader sees it when older ones go in above.
+    const anchor = list.firstElementChild;
+    const anchorTop = anchor ? anchor.offsetTop : 0;
     let added = 0;
+    let held = 0;
     let prepended = false;
     for (const m of messages) {
-      if (m.session_id !== open.id || open.items.has(m.seq)) continue;
+      const seq = Number(m.seq);
+      if (m.session_id !== open.id || !Number.isSafeInteger(seq) || open.items.has(seq)) continue;
+      const last = list.lastElementChild;
+      // A detached log has a gap above the newest messages: one past it would be shown out of turn.
+      if (open.detached && last && seq > seqOf(last)) { held += 1; continue; }
       const li = messageItem(m);
-      open.items.set(m.seq, li);
+      open.items.set(seq, li);
       added += 1;
-      // Find the first shown message with a higher seq (usually none: a live message goes last).
-      let after = null;
-      for (const node of list.children) {
-        if (Number(node.dataset.seq) > m.seq) { after = node; break; }
+      if (!last || seqOf(last) < seq) {
+        list.append(li); // the usual case: a live message goes last
+        continue;
       }
-      if (after === list.firstElementChild && after !== null) prepended = true;
+      let after = list.firstElementChild;
+      while (after && seqOf(after) < seq) after = after.nextElementSibling;
+      if (after === list.firstElementChild) prepended = true;
       list.insertBefore(li, after);
+    }
+    let trimmedBottom = false;
+    if (open.items.size > MAX_SHOWN) {
+      if (!prepended && (stick || !live)) {
+        // Following the newest: the oldest go, and can be paged back in.
+        while (open.items.size > MAX_SHOWN) dropMessage(open, list.firstElementChild);
+        open.next = String(seqOf(list.firstElementChild));
+        open.done = false;
+        $("older").hidden = false;
+        $("log-start").hidden = true;
+      } else {
+        while (open.items.size > MAX_SHOWN) {
+          held += 1;
+          dropMessage(open, list.lastElementChild);
+        }
+        trimmedBottom = true;
+      }
+    }
+    if (held) {
+      open.detached = true;
+      showJump();
     }
     if (!added) return 0;
     if (prepended && !live) {
       // Older history went in above: keep what the reader was looking at in place.
-      log.scrollTop = topBefore + (log.scrollHeight - heightBefore);
+      if (anchor && anchor.isConnected) log.scrollTop += anchor.offsetTop - anchorTop;
     } else if (live && !stick) {
-      $("jump").hidden = false;
-    } else {
+      showJump();
+    } else if (!trimmedBottom) {
       log.scrollTop = log.scrollHeight;
     }
     return added;
+  }
+
+  function dropMessage(open, node) {
+    open.items.delete(seqOf(node));
+    node.remove();
+  }
+
+  function showJump() {
+    const open = state.open;
+    $("jump").textContent = open && open.detached ? "Newer messages not shown: show the newest ↓" : "New messages below ↓";
+    $("jump").hidden = false;
   }
 
   function closeSession() {
@@ -318,7 +464,7 @@
   }
 
   async function openSession(id) {
-    const open = { id, items: new Map(), next: null, done: false, loading: false };
+    const open = { id, items: new Map(), next: null, done: false, loading: false, detached: false };
     state.open = open;
     $("messages").replaceChildren();
     $("session").hidden = false;
@@ -328,11 +474,12 @@
     $("send-error").textContent = "";
     showSessionHeader(state.sessions.get(id) || { id });
     try {
-      if (!state.watched.has(id)) await watch(id);
+      const followed = await watch(id, true);
       const session = await call("get_session", { session_id: id });
       mergeSession(session);
       if (state.open !== open) return;
       showSessionHeader(session);
+      if (!followed) $("session-meta").textContent += " · not followed live (the server's limit of sessions per connection)";
       await loadOlder();
     } catch (exc) {
       if (state.open === open) $("session-meta").textContent = exc.code === "not_found" ? "No such session." : exc.message;
@@ -353,10 +500,13 @@
     if (!open || open.loading || open.done) return;
     open.loading = true;
     try {
+      const cursor = open.next;
       const payload = { session_id: open.id, limit: PAGE, direction: "desc" };
-      if (open.next !== null) payload.cursor = open.next;
+      if (cursor !== null) payload.cursor = cursor;
       const page = await call("get_messages", payload);
       if (state.open !== open) return;
+      // The oldest shown went meanwhile (a live session past MAX_SHOWN): this page would leave a gap.
+      if (open.next !== cursor) return;
       open.next = page.pagination && page.pagination.next_cursor != null ? page.pagination.next_cursor : null;
       open.done = open.next === null;
       addMessages(page.items.slice().reverse(), false);
@@ -377,12 +527,17 @@
   }, { root: $("log"), rootMargin: "200px 0px 0px 0px" }).observe($("older"));
 
   $("log").addEventListener("scroll", () => {
-    if (nearBottom($("log"))) $("jump").hidden = true;
+    if (nearBottom($("log")) && !(state.open && state.open.detached)) $("jump").hidden = true;
   });
   $("jump").addEventListener("click", () => {
     const log = $("log");
-    log.scrollTop = log.scrollHeight;
     $("jump").hidden = true;
+    if (state.open && state.open.detached) {
+      // Start again from the newest page, as when the session was opened.
+      openSession(state.open.id).then(() => log.focus()).catch(report);
+      return;
+    }
+    log.scrollTop = log.scrollHeight;
     log.focus();
   });
 
@@ -409,7 +564,9 @@
       const stored = await call("send_message", payload);
       box.value = "";
       noteMessage(stored);
-      if (state.open === open) {
+      if (state.open === open && open.detached) {
+        await openSession(open.id); // the newest page, with this message at its end
+      } else if (state.open === open) {
         addMessages([stored], false);
         const log = $("log");
         log.scrollTop = log.scrollHeight;
@@ -438,15 +595,35 @@
   socket.on("message", (m) => {
     if (state.away) state.missed += 1;
     noteMessage(m);
-    if (state.open && state.open.id === m.session_id && addMessages([m], true)) {
-      const agent = m.agent_id ? state.agents.get(m.agent_id) : null;
-      $("announce").textContent = `New message from ${agent ? agent.name : m.agent_id || m.role || "user"}`;
-    }
+    if (state.open && state.open.id === m.session_id && addMessages([m], true)) announce(m);
   });
+
+  // New messages are announced to screen readers at once, then at most once every ANNOUNCE_MS:
+  // a burst is one "N more new messages".
+  const ANNOUNCE_MS = 2000;
+  const heard = { count: 0, timer: 0 };
+  function announce(m) {
+    if (heard.timer) {
+      heard.count += 1;
+      return;
+    }
+    const agent = m.agent_id ? state.agents.get(m.agent_id) : null;
+    $("announce").textContent = `New message from ${agent ? agent.name || m.agent_id : m.agent_id || m.role || "user"}`;
+    const quiet = () => {
+      if (heard.count) {
+        $("announce").textContent = `${heard.count} more new message${heard.count === 1 ? "" : "s"}`;
+        heard.count = 0;
+        heard.timer = setTimeout(quiet, ANNOUNCE_MS);
+      } else {
+        heard.timer = 0;
+      }
+    };
+    heard.timer = setTimeout(quiet, ANNOUNCE_MS);
+  }
 
   socket.on("task_updated", (task) => {
     if (state.away) state.missed += 1;
-    state.tasks.set(task.id, task);
+    keepTask(task);
     scheduleRender("tasks");
   });
 
@@ -528,6 +705,19 @@
     return JSON.stringify(message);
   }
 
+  function taskTime(task) {
+    return String((task.status && task.status.timestamp) || "");
+  }
+
+  /** Keep a task (a newer version replaces the older); past MAX_TASKS the oldest status changes go. */
+  function keepTask(task) {
+    state.tasks.set(task.id, task);
+    if (state.tasks.size <= MAX_TASKS) return;
+    const oldest = [...state.tasks.values()].sort((a, b) => taskTime(a).localeCompare(taskTime(b)));
+    for (const old of oldest.slice(0, state.tasks.size - MAX_TASKS)) state.tasks.delete(old.id);
+    state.tasksDone = false;
+  }
+
   function renderTasks() {
     const groups = new Map(TASK_STATES.map((s) => [s, []]));
     for (const task of state.tasks.values()) {
@@ -540,7 +730,7 @@
       if (!tasks.length) continue;
       tasks.sort((a, b) => String(b.status && b.status.timestamp).localeCompare(String(a.status && a.status.timestamp)));
       const section = el("section", null, { class: "state-group", "data-state": name });
-      const headingId = "tasks-" + name;
+      const headingId = "tasks-state-" + sections.length;
       section.setAttribute("aria-labelledby", headingId);
       section.append(el("h3", `${name} (${tasks.length})`, { id: headingId }));
       const ul = el("ul");
@@ -570,7 +760,7 @@
     const payload = { limit: TASK_PAGE };
     if (!first && state.taskCursor) payload.cursor = state.taskCursor;
     const page = await call("list_tasks", payload);
-    for (const task of page) state.tasks.set(task.id, task);
+    for (const task of page) keepTask(task);
     if (!first || state.taskCursor === null) {
       state.taskCursor = page.length ? page[page.length - 1].id : state.taskCursor;
       state.tasksDone = page.length < TASK_PAGE;
@@ -622,8 +812,10 @@
       const health = await fetch("/healthz", { cache: "no-store" }).then((r) => (r.ok ? r.json() : null)).catch(() => null);
       numbers.push(["health", health && health.ok ? "healthy" : "not answering"]);
       if (health && health.backend) numbers.push(["backend", health.backend]);
-      const response = await fetch("/metrics", { headers: authHeaders(), cache: "no-store" });
-      if (response.ok) {
+      const response = tokenIsAdmin() ? await fetch("/metrics", { headers: authHeaders(), cache: "no-store" }) : null;
+      if (response === null || response.status === 403) {
+        numbers.push(["metrics", "not shown: /metrics needs an admin token, and this token is not one"]);
+      } else if (response.ok) {
         const samples = parseMetrics(await response.text());
         const at = performance.now();
         const written = metric(samples, "chatmdb_messages_written_total");
@@ -680,53 +872,103 @@
   function showLogin(message) {
     state.ready = false;
     for (const name of ["sessions", "agents", "tasks", "server"]) $("view-" + name).hidden = true;
+    $("numbers").replaceChildren();
     $("login").hidden = false;
     $("login-error").textContent = message || "";
     $("token").focus();
     setStatus("token needed", "bad");
   }
 
+  function forgetToken() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    state.token = null;
+    $("forget").hidden = true;
+  }
+
+  $("forget").addEventListener("click", () => {
+    forgetToken();
+    socket.disconnect();
+    showLogin("The token is forgotten: this tab no longer holds it.");
+  });
+
   $("login-form").addEventListener("submit", (event) => {
     event.preventDefault();
     state.token = $("token").value.trim();
     sessionStorage.setItem(TOKEN_KEY, state.token);
+    $("token").value = ""; // kept in session storage only, not in the form
+    $("forget").hidden = false;
     $("login-error").textContent = "";
     setStatus("connecting…");
     socket.connect();
   });
 
-  /** Join every watched session again and catch the open one up from its newest seq; returns how many messages were missed. */
+  /**
+   * After a reconnection without recovery: join every followed session again, and catch the open
+   * one up from the newest seq it shows (join {after_seq}); returns how many messages were missed.
+   */
   async function catchUp() {
     let missed = 0;
     const open = state.open;
-    for (const id of [...state.watched]) {
-      const before = Number((state.sessions.get(id) || {}).message_count || 0);
-      if (open && open.id === id) {
-        // Page on from the newest seq shown until the server has no more.
-        let after = open.items.size ? Math.max(...open.items.keys()) : 0;
-        for (;;) {
-          const data = await call("join", { session_id: id, after_seq: after });
+    if (open) missed += await catchUpOpen(open);
+    const others = [...state.watched].filter((id) => !open || id !== open.id);
+    for (let i = 0; i < others.length; i += JOIN_BATCH) {
+      const counts = await Promise.all(others.slice(i, i + JOIN_BATCH).map(async (id) => {
+        const before = Number((state.sessions.get(id) || {}).message_count || 0);
+        try {
+          const data = await call("join", { session_id: id });
           mergeSession(data.session);
-          missed += addMessages(data.missed, true);
-          data.missed.forEach(noteMessage);
-          if (!data.missed.length || !data.has_more) break;
-          after = data.missed[data.missed.length - 1].seq;
+          return Math.max(0, Number(data.session.message_count || 0) - before);
+        } catch (exc) {
+          // Gone, no longer readable, or past a lower limit of the restarted server: not followed.
+          state.watched.delete(id);
+          if (exc.code === "rate_limited") state.unwatched.add(id);
+          else if (exc.code !== "not_found" && exc.code !== "forbidden") throw exc;
+          return 0;
         }
-      } else {
-        const data = await call("join", { session_id: id });
-        mergeSession(data.session);
-        missed += Math.max(0, Number(data.session.message_count || 0) - before);
-      }
+      }));
+      missed += counts.reduce((a, b) => a + b, 0);
     }
+    scheduleRender("sessions");
     return missed;
+  }
+
+  async function catchUpOpen(open) {
+    const before = Number((state.sessions.get(open.id) || {}).message_count || 0);
+    let after = newestShown(open);
+    if (!after || open.detached) {
+      // Nothing shown yet, or not the newest: the newest page is all there is to catch up with.
+      state.watched.delete(open.id);
+      await openSession(open.id);
+      return Math.max(0, Number((state.sessions.get(open.id) || {}).message_count || 0) - before);
+    }
+    state.watched.add(open.id);
+    let missed = 0;
+    for (let pages = 0; ; pages += 1) {
+      if (pages === CATCH_UP_PAGES) {
+        // Too many to page through: show the newest page instead (older ones are a scroll away).
+        state.watched.delete(open.id);
+        await openSession(open.id);
+        return Math.max(missed, Number((state.sessions.get(open.id) || {}).message_count || 0) - before);
+      }
+      const data = await call("join", { session_id: open.id, after_seq: after, limit: PAGE * 2 });
+      mergeSession(data.session);
+      if (state.open !== open) return missed;
+      missed += addMessages(data.missed, true);
+      data.missed.forEach(noteMessage);
+      if (!data.missed.length || !data.has_more) return missed;
+      after = Number(data.missed[data.missed.length - 1].seq);
+    }
   }
 
   socket.on("connect", async () => {
     $("login").hidden = true;
     try {
       if (!state.ready) {
-        // A load cut short by a lost connection left joins that this connection does not have.
+        // A load cut short by a lost connection, or a token given again, left joins that this
+        // connection does not have: everything is joined anew, the open session too.
         state.watched.clear();
+        state.unwatched.clear();
+        state.open = null;
         setStatus("connected, loading…");
         await loadAgents();
         state.ready = true;
@@ -762,11 +1004,11 @@
   socket.on("connect_error", (err) => {
     if (err && err.message === "unauthorized") {
       const hadToken = Boolean(state.token);
-      sessionStorage.removeItem(TOKEN_KEY);
-      state.token = null;
+      forgetToken();
       // Stop here instead of offering the same refused token again.
       socket.disconnect();
-      showLogin(hadToken ? "That token was refused." : "");
+      const why = err.data && typeof err.data.message === "string" ? err.data.message : "";
+      showLogin(hadToken ? `That token was refused${why ? ": " + why : "."}` : "");
       return;
     }
     setStatus(state.ready ? "disconnected, reconnecting…" : "cannot reach the server, retrying…", "bad");
@@ -782,6 +1024,7 @@
     loadTasks(true).catch(report);
   }, REFRESH_MS);
 
+  $("forget").hidden = !state.token;
   setStatus("connecting…");
   socket.connect();
 })();
