@@ -125,6 +125,11 @@ class Principal:
         """Whether every session is readable (no listing needs filtering)."""
         return self.admin or self.read.everything or self.write.everything
 
+    @property
+    def readable(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """The ids and the id prefixes of the sessions this principal may read (when not :attr:`reads_all`)."""
+        return self.read.ids | self.write.ids, tuple(sorted(set(self.read.prefixes) | set(self.write.prefixes)))
+
     def can_read(self, session_id: str) -> bool:
         return self.admin or session_id in self.write or session_id in self.read
 

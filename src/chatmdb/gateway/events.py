@@ -232,7 +232,7 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
             return self.service.sessions(payload.limit, payload.cursor)
         if payload.cursor is not None:
             principal.check_read(payload.cursor)
-        return await self.service.visible_sessions(payload.limit, payload.cursor, principal.can_read)
+        return await self.service.visible_sessions(payload.limit, payload.cursor, *principal.readable)
 
     async def on_get_session(self, sid: str, payload: SessionRef) -> Record:
         return self.service.session(payload.session_id)

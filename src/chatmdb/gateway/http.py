@@ -190,7 +190,7 @@ def create_http_app(service: ChatService, *, authenticator: Authenticator, lifes
             return service.sessions(limit, cursor)
         if cursor is not None:
             principal.check_read(cursor)
-        return await service.visible_sessions(limit, cursor, principal.can_read)
+        return await service.visible_sessions(limit, cursor, *principal.readable)
 
     @app.post("/api/sessions", tags=["sessions"], status_code=201)
     async def create_session(principal: Caller, body: CreateSession | None = None) -> Record:

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -114,16 +114,15 @@ class ChatService:
         with self.reading("list_sessions"):
             return self.store.list_sessions(limit=limit, cursor=cursor)
 
-    async def visible_sessions(self, limit: int, cursor: str | None, visible: Callable[[str], bool]) -> list[Record]:
-        """A page of the sessions whose id passes *visible*, newest first, as :meth:`sessions` pages.
-
-        Reads on past the sessions it skips until the page is full or the
-        sessions end, off the event loop. This method is a coroutine.
+    async def visible_sessions(
+        self, limit: int, cursor: str | None, ids: Iterable[str], prefixes: Iterable[str]
+    ) -> list[Record]:
+        """A page of the sessions named by *ids* or *prefixes* (a caller's grants), newest first, as
+        :meth:`sessions` pages. It reads those sessions only, off the event loop, so a caller with
+        few grants costs little in a large store. This method is a coroutine.
         """
-        return await asyncio.to_thread(
-            _filtered, lambda c: self.store.list_sessions(limit=_SCAN_STEP, cursor=c), _SCAN_STEP, limit, cursor,
-            lambda s: visible(s["id"]), "id",
-        )
+        with self.reading("list_sessions"):
+            return await asyncio.to_thread(self.store.list_sessions_named, ids, prefixes, limit, cursor)
 
     async def visible_tasks(
         self, state: str | None, limit: int, cursor: str | None, visible: Callable[[str], bool]
@@ -276,11 +275,6 @@ class ChatService:
             await asyncio.wait_for(self._in_flight.idle.wait(), timeout)
         except TimeoutError:
             logger.warning("%d write(s) still in flight after %.0f s of shutdown", self._in_flight.count, timeout)
-
-
-# Records read per step of a filtered listing: larger than a page, so that a
-# caller who may read few sessions costs few reads.
-_SCAN_STEP = 500
 
 
 def _filtered(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,6 +167,27 @@ class Store:
         cursor_key = sessions.check_list(limit, cursor)
         with self._read() as txn:
             return sessions.list_page(txn, limit, cursor_key)
+
+    def list_sessions_named(
+        self, ids: Iterable[str] = (), prefixes: Iterable[str] = (), limit: int = 100, cursor: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The sessions among *ids* and those whose id starts with one of *prefixes*, newest
+        first, paged as :meth:`list_sessions` pages.
+
+        It reads those sessions only, so a caller confined to a few sessions
+        lists them at the same cost in a store of a million. Ids that are not
+        valid session ids name no session.
+        """
+        cursor_key = sessions.check_list(limit, cursor)
+        ids, prefixes = list(ids), list(prefixes)
+        if not all(isinstance(x, str) for x in [*ids, *prefixes]):
+            raise ValidationError("ids and prefixes must be strings")
+        if "" in prefixes:
+            raise ValidationError("an empty prefix names every session: use list_sessions")
+        id_keys = [key for key in map(_id_key, ids) if key is not None]
+        prefix_keys = [p.encode("utf-8", "surrogatepass") for p in prefixes]
+        with self._read() as txn:
+            return sessions.list_named(txn, id_keys, prefix_keys, limit, cursor_key)
 
     def update_session(
         self, session_id: str, title: str | None = None, metadata: dict[str, Any] | None = None
@@ -512,6 +533,14 @@ class Store:
         if self._closed:
             raise StoreClosed("the store is closed")
         return verify(self.engine)
+
+
+def _id_key(value: str) -> bytes | None:
+    """The key of a session id, or None for a string no session can have as its id."""
+    try:
+        return check_id(value, "session_id")
+    except ValidationError:
+        return None
 
 
 def _cutoff(older_than: Any) -> float | None:

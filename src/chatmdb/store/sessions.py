@@ -7,11 +7,12 @@ its newest message (seq is dense), kept in the same transaction as each message.
 
 from __future__ import annotations
 
+import heapq
 import uuid as uuidlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from ..engines.base import ReadTxn, WriteTxn
+from ..engines.base import ReadTxn, WriteTxn, prefix_end
 from ..errors import Conflict, SessionNotFound, ValidationError
 from . import codec
 from .ops import Op, WriteOutcome, done
@@ -148,3 +149,35 @@ def list_page(txn: ReadTxn, limit: int, cursor_key: bytes | None) -> list[dict[s
             raise ValidationError(f"cursor names no session: {cursor_key.decode()!r:.60}")
         end = U64.pack(found[0]["n"])
     return follow(txn, "sessions", txn.range("session_order", b"", end, reverse=True), limit)
+
+
+def list_named(
+    txn: ReadTxn, ids: Iterable[bytes], prefixes: Iterable[bytes], limit: int, cursor_key: bytes | None
+) -> list[dict[str, Any]]:
+    """The sessions with one of *ids* or an id starting with one of *prefixes*, newest first, after
+    the session *cursor_key* names: reads those sessions only, however many others the store holds."""
+    end = None
+    if cursor_key is not None:
+        found = load(txn, "sessions", cursor_key)
+        if found is None:
+            raise ValidationError(f"cursor names no session: {cursor_key.decode()!r:.60}")
+        end = found[0]["n"]
+
+    def named() -> Iterator[tuple[bytes, bytes]]:
+        for key in ids:
+            raw = txn.get("sessions", key)
+            if raw is not None:
+                yield key, raw
+        for prefix in prefixes:
+            yield from txn.range("sessions", prefix, prefix_end(prefix))
+
+    seen: set[bytes] = set()
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for key, raw in named():
+        if key in seen:
+            continue  # named by an id and a prefix, or by two prefixes
+        seen.add(key)
+        internal, record = codec.decode(raw)
+        if end is None or internal["n"] < end:
+            rows.append((internal["n"], record))
+    return [record for _, record in heapq.nlargest(limit, rows, key=lambda row: row[0])]

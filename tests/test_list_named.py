@@ -1,0 +1,52 @@
+"""Store.list_sessions_named: the sessions a caller's grants name, paged as list_sessions pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chatmdb.errors import ValidationError
+from chatmdb.store import Store
+
+
+def _ids(page: list[dict[str, Any]]) -> list[str]:
+    return [s["id"] for s in page]
+
+
+def test_ids_and_prefixes_newest_first_and_paged(store: Store) -> None:
+    for name in ["a:1", "b:1", "a:2", "c", "a:3", "b:2", "ab"]:
+        store.create_session(title=name, session_id=name)
+    # Newest first among the named: a:3, c, a:2, a:1 (b:* and ab are not named).
+    assert _ids(store.list_sessions_named(["c", "missing"], ["a:"])) == ["a:3", "c", "a:2", "a:1"]
+    first = store.list_sessions_named(["c"], ["a:"], limit=2)
+    assert _ids(first) == ["a:3", "c"]
+    rest = store.list_sessions_named(["c"], ["a:"], limit=2, cursor=first[-1]["id"])
+    assert _ids(rest) == ["a:2", "a:1"]
+    assert store.list_sessions_named(["c"], ["a:"], limit=2, cursor="a:1") == []
+    # A session named twice (by id and by prefix, or by two prefixes) is listed once.
+    assert _ids(store.list_sessions_named(["a:1"], ["a", "a:"])) == ["ab", "a:3", "a:2", "a:1"]
+    # The order is the store's, as list_sessions gives it.
+    everything = _ids(store.list_sessions(limit=100))
+    named = _ids(store.list_sessions_named([], ["a", "b", "c"]))
+    assert named == everything
+
+
+def test_ids_no_session_can_have_name_nothing(store: Store) -> None:
+    store.create_session(title="x", session_id="x")
+    assert store.list_sessions_named(["x" * 300, "", "x"]) == [store.get_session("x")]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.list_sessions_named([], [""]),
+        lambda s: s.list_sessions_named([1], []),
+        lambda s: s.list_sessions_named([], [b"a"]),
+        lambda s: s.list_sessions_named(["x"], [], limit=0),
+        lambda s: s.list_sessions_named(["x"], [], cursor="nope"),
+    ],
+)
+def test_bad_input_is_refused(store: Store, call: Any) -> None:
+    with pytest.raises(ValidationError):
+        call(store)
