@@ -248,6 +248,29 @@ async def test_prefix_grants_and_the_star(
         assert http.get("/metrics").status_code == 403
 
 
+async def test_a_slash_prefix_grant_works_over_both_transports(
+    authz: Server, world: World, as_token: Callable[[str], Awaitable[Client]]
+) -> None:
+    """Ids grouped with "/" (``team-7/*``): the HTTP routes take a session id with slashes whole."""
+    token = mint("teammate", sessions=[f"{world.base}/team-7/*"])
+    mine, theirs = f"{world.base}/team-7/standup", f"{world.base}/team-8/standup"
+    client = await as_token(token)
+    await client.ok("create_session", {"session_id": mine})
+    await client.ok("send_message", {"session_id": mine, "content": "over socket.io"})
+    with authz.http() as admin:
+        assert admin.post("/api/sessions", json={"session_id": theirs}).status_code == 201
+    with bearer(authz, token) as http:
+        assert http.get(f"/api/sessions/{mine}").json()["id"] == mine
+        posted = http.post(f"/api/sessions/{mine}/messages", json={"content": "over http", "role": "user"})
+        assert posted.status_code == 201 and posted.json()["session_id"] == mine
+        page = http.get(f"/api/sessions/{mine}/messages", params={"direction": "asc"}).json()
+        assert [m["content"] for m in page["items"]] == ["over socket.io", "over http"]
+        assert [s["id"] for s in http.get("/api/sessions").json()] == [mine]
+        for path in (f"/api/sessions/{theirs}", f"/api/sessions/{theirs}/messages"):
+            assert http.get(path).status_code == 403, path
+        assert http.post(f"/api/sessions/{theirs}/messages", json={"content": "no"}).status_code == 403
+
+
 async def test_listings_show_only_readable_sessions(
     authz: Server, world: World, as_token: Callable[[str], Awaitable[Client]]
 ) -> None:

@@ -199,11 +199,7 @@ def create_http_app(service: ChatService, *, authenticator: Authenticator, lifes
         principal.check_create(body.session_id)
         return await service.create_session(body.title, body.session_id, body.metadata)
 
-    @app.get("/api/sessions/{session_id}", tags=["sessions"])
-    async def get_session(session_id: SessionId) -> Record:
-        return service.session(session_id)
-
-    @app.get("/api/sessions/{session_id}/messages", tags=["messages"])
+    @app.get("/api/sessions/{session_id:path}/messages", tags=["messages"])
     async def get_session_messages(
         session_id: SessionId,
         skip: Annotated[Count, Query(description="messages passed over after the cursor")] = 0,
@@ -213,13 +209,19 @@ def create_http_app(service: ChatService, *, authenticator: Authenticator, lifes
     ) -> Record:
         return service.messages(session_id, cursor=cursor, limit=limit, direction=direction, skip=skip)
 
-    @app.post("/api/sessions/{session_id}/messages", tags=["messages"], status_code=201)
+    @app.post("/api/sessions/{session_id:path}/messages", tags=["messages"], status_code=201)
     async def post_message(session_id: SessionId, body: MessageIn, response: Response, principal: Caller) -> Record:
         """The message is stored with ``sender``, the token's sub; an agent_id claim binds its agent_id."""
         message, created = await service.post_message(principal.stamp(body.record(session_id)), via="http")
         if not created:
             response.headers["Idempotent-Replayed"] = "true"
         return message
+
+    # After the routes of a session's messages: a session id may hold "/" (a path parameter takes
+    # it whole), so ".../messages" must reach them first.
+    @app.get("/api/sessions/{session_id:path}", tags=["sessions"])
+    async def get_session(session_id: SessionId) -> Record:
+        return service.session(session_id)
 
     @app.get("/api/messages/{message_uuid}", tags=["messages"])
     async def get_message(message_uuid: Annotated[Id, PathParam()]) -> Record:
