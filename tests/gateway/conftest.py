@@ -229,3 +229,26 @@ def run_node(script: str, *args: str, timeout: float = 60.0) -> Any:
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert lines, f"{script} printed nothing:\n{done.stderr}"
     return json.loads(lines[-1])
+
+
+# -- raw engine.io/Socket.IO over a WebSocket: to send exactly the packets a test needs ---------
+
+
+async def raw_open(http: Any, server: Server, auth: dict[str, Any] | None = None) -> Any:
+    """Open a WebSocket transport (an ``aiohttp`` session's) and send CONNECT with *auth*."""
+    ws = await http.ws_connect(server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket")
+    assert (await asyncio.wait_for(ws.receive_str(), CALL_TIMEOUT)).startswith("0{")
+    await ws.send_str("40" + (json.dumps(auth) if auth else ""))
+    return ws
+
+
+async def raw_until(ws: Any, prefix: str, seen: list[str] | None = None) -> str:
+    """The next packet starting with *prefix*, answering pings; others go to *seen* when given."""
+    while True:
+        text = await asyncio.wait_for(ws.receive_str(), CALL_TIMEOUT)
+        if text == "2":
+            await ws.send_str("3")
+        elif text.startswith(prefix):
+            return str(text)
+        elif seen is not None:
+            seen.append(text)

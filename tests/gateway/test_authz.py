@@ -27,7 +27,7 @@ import socketio
 
 from chatmdb.gateway.events import PAYLOADS
 
-from .conftest import BACKENDS, CALL_TIMEOUT, Client, Server, start_server, stop_and_check
+from .conftest import BACKENDS, CALL_TIMEOUT, Client, Server, raw_open, raw_until, start_server, stop_and_check
 
 SECRET = "a-test-secret-that-is-at-least-32-bytes-long"
 ADMIN_TOKEN = "static-admin-token"
@@ -456,24 +456,6 @@ async def test_a_refresh_keeps_the_connection_and_can_narrow_it(
 # -- recovery with a token whose grants shrank ----------------------------------------------------
 
 
-async def _open(http: aiohttp.ClientSession, server: Server, auth: dict[str, Any]) -> Any:
-    ws = await http.ws_connect(server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket")
-    assert (await asyncio.wait_for(ws.receive_str(), WAIT)).startswith("0{")
-    await ws.send_str("40" + json.dumps(auth))
-    return ws
-
-
-async def _until(ws: Any, prefix: str, seen: list[str] | None = None) -> str:
-    while True:
-        text = await asyncio.wait_for(ws.receive_str(), WAIT)
-        if text == "2":
-            await ws.send_str("3")
-        elif text.startswith(prefix):
-            return str(text)
-        elif seen is not None:
-            seen.append(text)
-
-
 @pytest.fixture
 async def raw() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
@@ -484,25 +466,25 @@ async def test_recovery_restores_only_what_the_new_token_grants(
     authz: Server, world: World, raw: aiohttp.ClientSession, sio_clients: Make
 ) -> None:
     both = mint("p", sessions=[world.own], read_sessions=[world.read], exp_in=600)
-    ws = await _open(raw, authz, {"token": both})
-    pid = json.loads((await _until(ws, "40"))[2:])["pid"]
+    ws = await raw_open(raw, authz, {"token": both})
+    pid = json.loads((await raw_until(ws, "40"))[2:])["pid"]
     for n, session in enumerate((world.own, world.read), start=1):
         await ws.send_str(f"42{n}" + json.dumps(["join", {"session_id": session}]))
-        assert '"ok":true' in (await _until(ws, f"43{n}")).replace(" ", "")
+        assert '"ok":true' in (await raw_until(ws, f"43{n}")).replace(" ", "")
     await ws.close()  # a lost transport: the state is kept
     admin = await sio_clients(authz)
     for session in (world.own, world.read):
         await admin.ok("send_message", {"session_id": session, "content": f"missed in {session}"})
     narrower = mint("p", sessions=[world.own], exp_in=600)
-    back = await _open(raw, authz, {"token": narrower, "pid": pid})
+    back = await raw_open(raw, authz, {"token": narrower, "pid": pid})
     seen: list[str] = []
-    reply = json.loads((await _until(back, "40", seen))[2:])
+    reply = json.loads((await raw_until(back, "40", seen))[2:])
     assert reply["pid"] == pid  # recovered...
     replayed = [json.loads(p[2:])[1] for p in seen if p.startswith("42")]
     assert [m["content"] for m in replayed] == [f"missed in {world.own}"]  # ...with only the granted room
     await admin.ok("send_message", {"session_id": world.read, "content": "live, not granted"})
     await admin.ok("send_message", {"session_id": world.own, "content": "live, granted"})
-    live = json.loads((await _until(back, "42"))[2:])
+    live = json.loads((await raw_until(back, "42"))[2:])
     assert live[1]["content"] == "live, granted"
     await back.close()
 
@@ -510,16 +492,16 @@ async def test_recovery_restores_only_what_the_new_token_grants(
 async def test_a_connection_ended_at_expiry_is_told_and_not_recoverable(
     authz: Server, world: World, raw: aiohttp.ClientSession
 ) -> None:
-    ws = await _open(raw, authz, {"token": mint("p", sessions=[world.own], exp_in=2)})
-    pid = json.loads((await _until(ws, "40"))[2:])["pid"]
+    ws = await raw_open(raw, authz, {"token": mint("p", sessions=[world.own], exp_in=2)})
+    pid = json.loads((await raw_until(ws, "40"))[2:])["pid"]
     await ws.send_str("421" + json.dumps(["join", {"session_id": world.own}]))
-    await _until(ws, "431")
+    await raw_until(ws, "431")
     # The server's DISCONNECT (41), then the transport closes.
-    assert await asyncio.wait_for(_until(ws, "41"), 2 + WAIT) == "41"
+    assert await asyncio.wait_for(raw_until(ws, "41"), 2 + WAIT) == "41"
     await asyncio.wait_for(ws.receive(), WAIT)
     assert ws.closed
-    back = await _open(raw, authz, {"token": mint("p", sessions=[world.own], exp_in=600), "pid": pid})
-    assert json.loads((await _until(back, "40"))[2:])["pid"] != pid  # a new connection: it rejoins itself
+    back = await raw_open(raw, authz, {"token": mint("p", sessions=[world.own], exp_in=600), "pid": pid})
+    assert json.loads((await raw_until(back, "40"))[2:])["pid"] != pid  # a new connection: it rejoins itself
     await back.close()
 
 
@@ -527,16 +509,16 @@ async def test_a_recovery_with_a_bad_token_is_refused_and_keeps_the_state(
     authz: Server, world: World, raw: aiohttp.ClientSession
 ) -> None:
     token = mint("p", sessions=[world.own], exp_in=600)
-    ws = await _open(raw, authz, {"token": token})
-    pid = json.loads((await _until(ws, "40"))[2:])["pid"]
+    ws = await raw_open(raw, authz, {"token": token})
+    pid = json.loads((await raw_until(ws, "40"))[2:])["pid"]
     await ws.send_str("421" + json.dumps(["join", {"session_id": world.own}]))
-    await _until(ws, "431")
+    await raw_until(ws, "431")
     await ws.close()
-    refused = await _open(raw, authz, {"token": mint("p", sessions=[world.own], exp=1), "pid": pid})
-    assert "expired" in await _until(refused, "44")
+    refused = await raw_open(raw, authz, {"token": mint("p", sessions=[world.own], exp=1), "pid": pid})
+    assert "expired" in await raw_until(refused, "44")
     await refused.close()
-    back = await _open(raw, authz, {"token": token, "pid": pid})
-    assert json.loads((await _until(back, "40"))[2:])["pid"] == pid
+    back = await raw_open(raw, authz, {"token": token, "pid": pid})
+    assert json.loads((await raw_until(back, "40"))[2:])["pid"] == pid
     await back.close()
 
 
@@ -781,29 +763,29 @@ async def test_a_connection_is_recovered_only_by_its_own_sub(
 ) -> None:
     mine = mint("p", sessions=[world.own], exp_in=600)
     theirs = mint("q", sessions=[world.own], exp_in=600)  # the same grants, another sub
-    ws = await _open(raw, authz, {"token": mine})
-    pid = json.loads((await _until(ws, "40"))[2:])["pid"]
+    ws = await raw_open(raw, authz, {"token": mine})
+    pid = json.loads((await raw_until(ws, "40"))[2:])["pid"]
     await ws.send_str("421" + json.dumps(["join", {"session_id": world.own}]))
-    await _until(ws, "431")
+    await raw_until(ws, "431")
     # While p is connected, q presenting p's pid neither ends p's connection nor takes it over.
-    other = await _open(raw, authz, {"token": theirs, "pid": pid})
-    assert json.loads((await _until(other, "40"))[2:])["pid"] != pid
+    other = await raw_open(raw, authz, {"token": theirs, "pid": pid})
+    assert json.loads((await raw_until(other, "40"))[2:])["pid"] != pid
     await other.close()
     admin = await sio_clients(authz)
     await admin.ok("send_message", {"session_id": world.own, "content": "p is still here"})
-    assert json.loads((await _until(ws, "42"))[2:])[1]["content"] == "p is still here"
+    assert json.loads((await raw_until(ws, "42"))[2:])[1]["content"] == "p is still here"
     await ws.close()  # a lost transport: the state is kept
     await admin.ok("send_message", {"session_id": world.own, "content": "missed by p"})
     # Once p is gone, q still does not recover p's rooms and missed events...
-    thief = await _open(raw, authz, {"token": theirs, "pid": pid})
+    thief = await raw_open(raw, authz, {"token": theirs, "pid": pid})
     seen: list[str] = []
-    assert json.loads((await _until(thief, "40", seen))[2:])["pid"] != pid
+    assert json.loads((await raw_until(thief, "40", seen))[2:])["pid"] != pid
     assert not [p for p in seen if p.startswith("42")]
     await thief.close()
     # ...and p, with a fresh token of its sub, still does.
-    back = await _open(raw, authz, {"token": mint("p", sessions=[world.own], exp_in=600), "pid": pid})
+    back = await raw_open(raw, authz, {"token": mint("p", sessions=[world.own], exp_in=600), "pid": pid})
     seen = []
-    assert json.loads((await _until(back, "40", seen))[2:])["pid"] == pid
+    assert json.loads((await raw_until(back, "40", seen))[2:])["pid"] == pid
     assert "missed by p" in [json.loads(p[2:])[1]["content"] for p in seen if p.startswith("42")]
     await back.close()
 

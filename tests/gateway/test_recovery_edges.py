@@ -8,49 +8,31 @@ from typing import Any
 
 import aiohttp
 
-from .conftest import Server
+from .conftest import Server, raw_open, raw_until
 
 WAIT = 10.0
 
 
-async def _open(http: aiohttp.ClientSession, server: Server, auth: dict[str, Any] | None = None) -> Any:
-    ws = await http.ws_connect(server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket")
-    assert (await asyncio.wait_for(ws.receive_str(), WAIT)).startswith("0{")
-    await ws.send_str("40" + (json.dumps(auth) if auth else ""))
-    return ws
-
-
-async def _until(ws: Any, prefix: str, seen: list[str] | None = None) -> str:
-    while True:
-        text = await asyncio.wait_for(ws.receive_str(), WAIT)
-        if text == "2":
-            await ws.send_str("3")
-        elif text.startswith(prefix):
-            return str(text)
-        elif seen is not None:
-            seen.append(text)
-
-
 async def test_recovery_without_an_offset_replays_what_the_client_never_received(server: Server) -> None:
     async with aiohttp.ClientSession() as http:
-        a = await _open(http, server)
-        pid = json.loads((await _until(a, "40"))[2:])["pid"]
+        a = await raw_open(http, server)
+        pid = json.loads((await raw_until(a, "40"))[2:])["pid"]
         session = f"edge-{pid[:8]}"
         await a.send_str("421" + json.dumps(["create_session", {"session_id": session}]))
-        await _until(a, "431")
+        await raw_until(a, "431")
         await a.send_str("422" + json.dumps(["join", {"session_id": session}]))
-        await _until(a, "432")
-        b = await _open(http, server)
-        await _until(b, "40")
+        await raw_until(a, "432")
+        b = await raw_open(http, server)
+        await raw_until(b, "40")
         await b.send_str("421" + json.dumps(["send_message", {"session_id": session, "content": "M1"}]))
-        await _until(b, "431")
+        await raw_until(b, "431")
         # A loses its transport without having read M1, so it has no offset to send:
         # the JS client then reconnects with its pid alone.
         await a.close()
         await asyncio.sleep(0.3)
-        back = await _open(http, server, {"pid": pid})
+        back = await raw_open(http, server, {"pid": pid})
         seen: list[str] = []
-        reply = json.loads((await _until(back, "40", seen))[2:])
+        reply = json.loads((await raw_until(back, "40", seen))[2:])
         assert reply["pid"] == pid  # recovered...
         assert [json.loads(p[2:])[1]["content"] for p in seen] == ["M1"]  # ...with what it missed
         await back.close()
@@ -66,7 +48,7 @@ async def test_a_token_that_is_not_valid_unicode_is_refused_not_a_crash(tmp_path
             ws = await http.ws_connect(server.url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket")
             await asyncio.wait_for(ws.receive_str(), WAIT)
             await ws.send_str('40{"token":"\\ud800"}')  # a lone surrogate, as JSON allows
-            reply = await _until(ws, "44")
+            reply = await raw_until(ws, "44")
             assert "unauthorized" in reply
             await ws.close()
     finally:
@@ -83,36 +65,36 @@ async def test_live_events_during_a_replay_arrive_once_and_in_order(server: Serv
     from chatmdb import open_store
 
     async with aiohttp.ClientSession() as http:
-        subject = await _open(http, server)
-        hello = json.loads((await _until(subject, "40"))[2:])
+        subject = await raw_open(http, server)
+        hello = json.loads((await raw_until(subject, "40"))[2:])
         pid = hello["pid"]
         session = f"live-{pid[:8]}"
         await subject.send_str("421" + json.dumps(["create_session", {"session_id": session}]))
-        await _until(subject, "431")
+        await raw_until(subject, "431")
         await subject.send_str("422" + json.dumps(["join", {"session_id": session}]))
-        await _until(subject, "432")
+        await raw_until(subject, "432")
         await subject.close()  # lost transport, no event seen: recovery from the connection's start
         await asyncio.sleep(0.2)
         with open_store(server.db, backend=server.backend) as store:  # a long backlog to replay
             for i in range(2000):
                 store.create_message({"session_id": session, "content": f"backlog {i}"})
-        sender = await _open(http, server)
-        await _until(sender, "40")
+        sender = await raw_open(http, server)
+        await raw_until(sender, "40")
         stop = asyncio.Event()
 
         async def keep_sending() -> int:
             sent = 0
             while not stop.is_set() and sent < 300:
                 await sender.send_str(f"42{sent + 1}" + json.dumps(["send_message", {"session_id": session, "content": "live"}]))
-                await _until(sender, f"43{sent + 1}")
+                await raw_until(sender, f"43{sent + 1}")
                 sent += 1
             return sent
 
         sending = asyncio.create_task(keep_sending())
         await asyncio.sleep(0.05)  # the sender is under way when the recovery starts
-        back = await _open(http, server, {"pid": pid})
+        back = await raw_open(http, server, {"pid": pid})
         seen: list[str] = []
-        reply = json.loads((await _until(back, "40", seen))[2:])
+        reply = json.loads((await raw_until(back, "40", seen))[2:])
         assert reply["pid"] == pid
         await asyncio.sleep(0.3)
         stop.set()
@@ -143,12 +125,12 @@ async def test_a_revoked_token_cannot_recover_and_touches_nothing(tmp_path: Any)
     servers = [first]
     try:
         async with aiohttp.ClientSession() as http:
-            client = await _open(http, first, {"token": "old-token"})
-            hello = json.loads((await _until(client, "40"))[2:])
+            client = await raw_open(http, first, {"token": "old-token"})
+            hello = json.loads((await raw_until(client, "40"))[2:])
             await client.send_str("421" + json.dumps(["create_session", {"session_id": "revoked"}]))
-            await _until(client, "431")
+            await raw_until(client, "431")
             await client.send_str("422" + json.dumps(["join", {"session_id": "revoked"}]))
-            await _until(client, "432")
+            await raw_until(client, "432")
             await client.close()
             await asyncio.sleep(0.2)
             stop_and_check(first)
@@ -156,12 +138,12 @@ async def test_a_revoked_token_cannot_recover_and_touches_nothing(tmp_path: Any)
             second = start_server(tmp_path, "lmdb", args=("--token-file", str(token_file)), token="new-token",
                                   port=first.port)
             servers.append(second)
-            refused = await _open(http, second, {"token": "old-token", "pid": hello["pid"], "offset": "0"})
-            assert "unauthorized" in await _until(refused, "44")
+            refused = await raw_open(http, second, {"token": "old-token", "pid": hello["pid"], "offset": "0"})
+            assert "unauthorized" in await raw_until(refused, "44")
             await refused.close()
             # The refused attempt consumed nothing: the right token still recovers the same connection.
-            back = await _open(http, second, {"token": "new-token", "pid": hello["pid"], "offset": "0"})
-            reply = json.loads((await _until(back, "40"))[2:])
+            back = await raw_open(http, second, {"token": "new-token", "pid": hello["pid"], "offset": "0"})
+            reply = json.loads((await raw_until(back, "40"))[2:])
             assert (reply["sid"], reply["pid"]) == (hello["sid"], hello["pid"])
             await back.close()
     finally:
