@@ -50,3 +50,35 @@ def test_ids_no_session_can_have_name_nothing(store: Store) -> None:
 def test_bad_input_is_refused(store: Store, call: Any) -> None:
     with pytest.raises(ValidationError):
         call(store)
+
+
+def test_tasks_of_named_sessions_page_as_list_tasks_filtered(store: Store) -> None:
+    """list_tasks_named gives what list_tasks gives with the other sessions' tasks left out, page by page."""
+    import random
+
+    rng = random.Random(7)
+    names = ["a:1", "a:2", "b:1", "c"]
+    for name in names:
+        store.create_session(title=name, session_id=name)
+    ids: list[str] = []
+    for i in range(60):
+        ids.append(store.create_task({"context_id": rng.choice(names), "id": f"t{i}"})["id"])
+        if rng.random() < 0.5:  # a status change moves a task to the front of the listings
+            store.update_task(rng.choice(ids), state=rng.choice(["working", "input-required"]))
+    wanted = {"a:1", "a:2", "c"}
+    for state in (None, "working", "submitted"):
+        model = [t["id"] for t in store.list_tasks(state=state, limit=100) if t["context_id"] in wanted]
+        got: list[str] = []
+        cursor = None
+        while True:
+            page = store.list_tasks_named(["c"], ["a:"], state=state, limit=7, cursor=cursor)
+            got += [t["id"] for t in page]
+            if len(page) < 7:
+                break
+            cursor = page[-1]["id"]
+        assert got == model, state
+    assert store.list_tasks_named(["missing"], ["zz"]) == []
+    with pytest.raises(ValidationError):
+        store.list_tasks_named(["c"], cursor="no-such-task")
+    with pytest.raises(ValidationError):
+        store.list_tasks_named(["c"], state="nonsense")

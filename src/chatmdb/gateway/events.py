@@ -276,7 +276,7 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
             check_through(principal, "read", "task", payload.cursor, self.service.session_of)
         if principal.reads_all or payload.context_id is not None:
             return self.service.tasks(payload.context_id, payload.state, payload.limit, payload.cursor)
-        return await self.service.visible_tasks(payload.state, payload.limit, payload.cursor, principal.can_read)
+        return await self.service.visible_tasks(payload.state, payload.limit, payload.cursor, *principal.readable)
 
     async def on_refresh(self, sid: str, payload: Refresh) -> Record:
         current = self.principal(sid)

@@ -26,7 +26,6 @@ from ..errors import NotFound, StoreClosed
 from ..metrics import Metrics
 from ..store import Store
 from .fanout import Fanout
-from .payloads import MAX_TASK_PAGE
 
 __all__ = ["Broadcaster", "ChatService", "Record"]
 
@@ -125,13 +124,12 @@ class ChatService:
             return await asyncio.to_thread(self.store.list_sessions_named, ids, prefixes, limit, cursor)
 
     async def visible_tasks(
-        self, state: str | None, limit: int, cursor: str | None, visible: Callable[[str], bool]
+        self, state: str | None, limit: int, cursor: str | None, ids: Iterable[str], prefixes: Iterable[str]
     ) -> list[Record]:
-        """A page of the tasks of the sessions that pass *visible*, as :meth:`tasks` pages. This method is a coroutine."""
-        return await asyncio.to_thread(
-            _filtered, lambda c: self.store.list_tasks(state=state, limit=MAX_TASK_PAGE, cursor=c), MAX_TASK_PAGE,
-            limit, cursor, lambda t: visible(t["context_id"]), "id",
-        )
+        """A page of the tasks of the sessions named by *ids* or *prefixes* (a caller's grants), as
+        :meth:`tasks` pages; it reads those sessions' tasks only, off the event loop. This method is a coroutine."""
+        with self.reading("list_tasks"):
+            return await asyncio.to_thread(self.store.list_tasks_named, ids, prefixes, state, limit, cursor)
 
     def session_of(self, kind: str, key: str) -> str:
         """The session of a ``context``, ``task`` or ``message``; :class:`NotFound` for an unknown one."""
@@ -275,26 +273,3 @@ class ChatService:
             await asyncio.wait_for(self._in_flight.idle.wait(), timeout)
         except TimeoutError:
             logger.warning("%d write(s) still in flight after %.0f s of shutdown", self._in_flight.count, timeout)
-
-
-def _filtered(
-    fetch: Callable[[str | None], list[Record]],
-    step: int,
-    limit: int,
-    cursor: str | None,
-    keep: Callable[[Record], bool],
-    key: str,
-) -> list[Record]:
-    """Up to *limit* records that pass *keep*, from pages of *step* records ``fetch(cursor)`` reads after *cursor*."""
-    found: list[Record] = []
-    while len(found) < limit:
-        page = fetch(cursor)
-        for record in page:
-            if keep(record):
-                found.append(record)
-                if len(found) == limit:
-                    return found
-        if not page or len(page) < step:
-            break
-        cursor = page[-1][key]
-    return found

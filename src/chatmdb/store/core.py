@@ -179,13 +179,7 @@ class Store:
         valid session ids name no session.
         """
         cursor_key = sessions.check_list(limit, cursor)
-        ids, prefixes = list(ids), list(prefixes)
-        if not all(isinstance(x, str) for x in [*ids, *prefixes]):
-            raise ValidationError("ids and prefixes must be strings")
-        if "" in prefixes:
-            raise ValidationError("an empty prefix names every session: use list_sessions")
-        id_keys = [key for key in map(_id_key, ids) if key is not None]
-        prefix_keys = [p.encode("utf-8", "surrogatepass") for p in prefixes]
+        id_keys, prefix_keys = _named_keys(ids, prefixes)
         with self._read() as txn:
             return sessions.list_named(txn, id_keys, prefix_keys, limit, cursor_key)
 
@@ -380,6 +374,22 @@ class Store:
         with self._read() as txn:
             return tasks.list_page(txn, query)
 
+    def list_tasks_named(
+        self,
+        ids: Iterable[str] = (),
+        prefixes: Iterable[str] = (),
+        state: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The tasks of the sessions among *ids* and those whose id starts with one of
+        *prefixes*, paged as :meth:`list_tasks` pages; it reads those sessions' tasks only."""
+        query = tasks.ListQuery(None, state, limit, cursor)
+        id_keys, prefix_keys = _named_keys(ids, prefixes)
+        with self._read() as txn:
+            numbers = [n for n, _ in sessions.named(txn, id_keys, prefix_keys)]
+            return tasks.list_in_sessions(txn, query, numbers)
+
     # -- room events and connection state recovery ----------------------------------------
 
     def last_event_offset(self) -> int:
@@ -535,12 +545,20 @@ class Store:
         return verify(self.engine)
 
 
-def _id_key(value: str) -> bytes | None:
-    """The key of a session id, or None for a string no session can have as its id."""
-    try:
-        return check_id(value, "session_id")
-    except ValidationError:
-        return None
+def _named_keys(ids: Iterable[str], prefixes: Iterable[str]) -> tuple[list[bytes], list[bytes]]:
+    """The keys of session *ids* (those no session can have are left out) and of id *prefixes*."""
+    ids, prefixes = list(ids), list(prefixes)
+    if not all(isinstance(x, str) for x in [*ids, *prefixes]):
+        raise ValidationError("ids and prefixes must be strings")
+    if "" in prefixes:
+        raise ValidationError("an empty prefix names every session: list them all instead")
+    id_keys = []
+    for value in ids:
+        try:
+            id_keys.append(check_id(value, "session_id"))
+        except ValidationError:
+            continue  # no session has that id
+    return id_keys, [p.encode("utf-8", "surrogatepass") for p in prefixes]
 
 
 def _cutoff(older_than: Any) -> float | None:

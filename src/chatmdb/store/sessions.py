@@ -151,19 +151,11 @@ def list_page(txn: ReadTxn, limit: int, cursor_key: bytes | None) -> list[dict[s
     return follow(txn, "sessions", txn.range("session_order", b"", end, reverse=True), limit)
 
 
-def list_named(
-    txn: ReadTxn, ids: Iterable[bytes], prefixes: Iterable[bytes], limit: int, cursor_key: bytes | None
-) -> list[dict[str, Any]]:
-    """The sessions with one of *ids* or an id starting with one of *prefixes*, newest first, after
-    the session *cursor_key* names: reads those sessions only, however many others the store holds."""
-    end = None
-    if cursor_key is not None:
-        found = load(txn, "sessions", cursor_key)
-        if found is None:
-            raise ValidationError(f"cursor names no session: {cursor_key.decode()!r:.60}")
-        end = found[0]["n"]
+def named(txn: ReadTxn, ids: Iterable[bytes], prefixes: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(n, session)`` of each session with one of *ids* or an id starting with one of *prefixes*,
+    once each: reads those sessions only, however many others the store holds."""
 
-    def named() -> Iterator[tuple[bytes, bytes]]:
+    def rows() -> Iterator[tuple[bytes, bytes]]:
         for key in ids:
             raw = txn.get("sessions", key)
             if raw is not None:
@@ -172,12 +164,22 @@ def list_named(
             yield from txn.range("sessions", prefix, prefix_end(prefix))
 
     seen: set[bytes] = set()
-    rows: list[tuple[int, dict[str, Any]]] = []
-    for key, raw in named():
-        if key in seen:
-            continue  # named by an id and a prefix, or by two prefixes
-        seen.add(key)
-        internal, record = codec.decode(raw)
-        if end is None or internal["n"] < end:
-            rows.append((internal["n"], record))
+    for key, raw in rows():
+        if key not in seen:  # a session named by an id and a prefix, or by two prefixes, counts once
+            seen.add(key)
+            internal, record = codec.decode(raw)
+            yield internal["n"], record
+
+
+def list_named(
+    txn: ReadTxn, ids: Iterable[bytes], prefixes: Iterable[bytes], limit: int, cursor_key: bytes | None
+) -> list[dict[str, Any]]:
+    """The sessions :func:`named` names, newest first, after the session *cursor_key* names."""
+    end = None
+    if cursor_key is not None:
+        found = load(txn, "sessions", cursor_key)
+        if found is None:
+            raise ValidationError(f"cursor names no session: {cursor_key.decode()!r:.60}")
+        end = found[0]["n"]
+    rows = (row for row in named(txn, ids, prefixes) if end is None or row[0] < end)
     return [record for _, record in heapq.nlargest(limit, rows, key=lambda row: row[0])]

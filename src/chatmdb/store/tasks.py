@@ -8,7 +8,9 @@ cannot change.
 
 from __future__ import annotations
 
+import heapq
 import uuid as uuidlib
+from collections.abc import Iterable
 from typing import Any
 
 from ..engines.base import ReadTxn, WriteTxn, prefix_end
@@ -173,3 +175,28 @@ def list_page(txn: ReadTxn, q: ListQuery) -> list[dict[str, Any]]:
             raise ValidationError(f"cursor names no task: {show(q.cursor_key.decode())}")
         end = prefix + U64.pack(found[0]["t"])
     return follow(txn, "tasks", txn.range("task_index", prefix, end, reverse=True), q.limit)
+
+
+def list_in_sessions(txn: ReadTxn, q: ListQuery, numbers: Iterable[int]) -> list[dict[str, Any]]:
+    """The tasks of the sessions numbered *numbers* (of *q*'s state), newest status change first,
+    after the task *q*'s cursor names: each session's index is read newest first only while it
+    could still make the page, so the cost follows those sessions, not the store."""
+    bound = None
+    if q.cursor_key is not None:
+        found = load(txn, "tasks", q.cursor_key)
+        if found is None:
+            raise ValidationError(f"cursor names no task: {show(q.cursor_key.decode())}")
+        bound = found[0]["t"]
+    best: list[tuple[int, bytes]] = []  # the page so far, a min-heap of (t, task id) of at most q.limit
+    for n in numbers:
+        prefix = task_index_prefix(n, q.state)
+        end = prefix_end(prefix) if bound is None else prefix + U64.pack(bound)
+        for key, ref in txn.range("task_index", prefix, end, reverse=True):
+            t = U64.unpack(key[-8:])[0]
+            if len(best) < q.limit:
+                heapq.heappush(best, (t, ref))
+            elif t > best[0][0]:
+                heapq.heapreplace(best, (t, ref))
+            else:
+                break  # this session's older tasks cannot make the page either
+    return follow(txn, "tasks", ((U64.pack(t), ref) for t, ref in sorted(best, reverse=True)), q.limit)
