@@ -547,9 +547,16 @@ class Store:
 
 def _named_keys(ids: Iterable[str], prefixes: Iterable[str]) -> tuple[list[bytes], list[bytes]]:
     """The keys of session *ids* (those no session can have are left out) and of id *prefixes*."""
-    ids, prefixes = list(ids), list(prefixes)
-    if not all(isinstance(x, str) for x in [*ids, *prefixes]):
-        raise ValidationError("ids and prefixes must be strings")
+    named: list[list[str]] = []
+    for what, given in (("ids", ids), ("prefixes", prefixes)):
+        # A string is iterable too, but as its characters: refuse it rather than list its letters.
+        if isinstance(given, str | bytes) or not isinstance(given, Iterable):
+            raise ValidationError(f"{what} must be a list of strings, not {type(given).__name__}")
+        items = list(given)
+        if not all(isinstance(x, str) for x in items):
+            raise ValidationError(f"{what} must be a list of strings")
+        named.append(items)
+    ids, prefixes = named
     if "" in prefixes:
         raise ValidationError("an empty prefix names every session: list them all instead")
     id_keys = []
