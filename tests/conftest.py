@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from chatmdb import Store, open_store
 
 BACKENDS = ["lmdb", "sqlite"]
+
+# Under CI every run draws the same examples (derandomize: each test's seed is derived from the
+# test itself, so a failure there fails again on the same commit, and hypothesis then keeps no
+# example database), and a failure prints the @reproduce_failure blob that replays it. Locally
+# runs stay random, keep their failing examples in .hypothesis/ to replay first, and print the
+# blob too.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def pytest_report_header() -> str:
+    profile = "ci" if os.environ.get("CI") else "dev"
+    return f"hypothesis profile: {profile} (derandomize={settings().derandomize})"
 
 
 @pytest.fixture(params=BACKENDS)

@@ -601,7 +601,7 @@ async def test_async_methods(store: Store, session: dict[str, Any]) -> None:
     with pytest.raises(SessionNotFound):
         await store.aio.create_message({"session_id": "missing"})
     with pytest.raises(AttributeError):
-        store.aio.no_such_method  # noqa: B018
+        store.aio.no_such_method  # type: ignore[attr-defined]  # noqa: B018
 
 
 # -- room events and saved connections (connection state recovery) ------------------------

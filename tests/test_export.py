@@ -66,7 +66,7 @@ def view(store: Store) -> dict[str, Any]:
         out["messages"][sid] = page
         out["contexts"][sid] = store.list_session_contexts(sid)
         out.setdefault("tasks_of", {})[sid] = store.list_tasks(context_id=sid, limit=100)
-        agent_ids |= {m["agent_id"] for m in page["items"] if m.get("agent_id")}  # type: ignore[index]
+        agent_ids |= {m["agent_id"] for m in page["items"] if m.get("agent_id")}  # type: ignore[call-overload]
     for agent_id in sorted(agent_ids):
         out["by_agent"][agent_id] = store.get_agent_messages(agent_id, limit=1000, direction="asc")
     return out

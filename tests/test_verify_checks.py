@@ -17,7 +17,7 @@ from chatmdb.engines.base import WriteTxn
 from chatmdb.store import codec
 from chatmdb.store.schema import U64, U64x2, agent_key, task_index_keys
 
-Damage = Callable[[WriteTxn, dict[str, Any]], None]
+Damage = Callable[[WriteTxn, dict[str, Any]], object]
 
 
 def _setup(store: Store) -> dict[str, Any]:
@@ -25,6 +25,7 @@ def _setup(store: Store) -> dict[str, Any]:
     messages = [store.create_message({"session_id": "s", "content": str(i), "agent_id": "a"}) for i in range(3)]
     context = store.create_shared_context("s", {"v": 1}, context_id="c")
     task = store.create_task({"context_id": "s", "id": "t"})
+    store.create_task({"context_id": "s", "id": "t2"})  # two tasks: the task index is counted per task
     return {"session": session, "messages": messages, "context": context, "task": task}
 
 
@@ -47,12 +48,20 @@ CASES: dict[str, tuple[Damage, str]] = {
         lambda txn, w: txn.put("session_order", U64.pack(99), b"nobody"),
         "points at no session",
     ),
+    "session order entry naming another session": (
+        lambda txn, w: txn.put("session_order", U64.pack(N), b"someone-else"),
+        "points at no session",
+    ),
     "message of no session": (
         lambda txn, w: txn.put("messages", U64x2.pack(99, 1), txn.get("messages", U64x2.pack(N, 1)) or b""),
         "belongs to no session",
     ),
     "message under the wrong key": (
         lambda txn, w: _reput(txn, "messages", U64x2.pack(N, 2), lambda i, r: r.update(seq=7)),
+        "stored under the wrong key",
+    ),
+    "message under another session's key": (
+        lambda txn, w: _reput(txn, "messages", U64x2.pack(N, 2), lambda i, r: r.update(session_id="other")),
         "stored under the wrong key",
     ),
     "a gap in seq": (
@@ -104,6 +113,10 @@ CASES: dict[str, tuple[Damage, str]] = {
         lambda txn, w: txn.put("event_order", U64.pack(1), codec.encode([N, "message", U64x2.pack(N, 3), None])),
         "is not in its session's log",
     ),
+    "store-wide log entry with no session event": (
+        lambda txn, w: txn.delete("events", U64x2.pack(N, 1)),
+        "is not in its session's log",
+    ),
     "store-wide log miscounted": (
         lambda txn, w: txn.delete("event_order", U64.pack(2)),
         "the store-wide event log holds",
@@ -148,3 +161,81 @@ def test_durability_is_the_engines_own_setting(tmp_path: Path, backend: str, dur
             synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
             assert synchronous == (2 if durability == "full" else 1)  # FULL, NORMAL
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sqlite_integrity_check_is_reported(tmp_path: Path) -> None:
+    """The engine's own check: SQLite's integrity_check (LMDB's, a truncated file, is in
+    tests/reliability/test_corruption.py, in a subprocess since a truncated map can fault)."""
+    with open_store(tmp_path / "db", backend="sqlite") as store:
+        _setup(store)
+    (file,) = (tmp_path / "db").glob("*.sqlite3")
+    raw = bytearray(file.read_bytes())
+    raw[36:40] = (3).to_bytes(4, "big")  # the header's freelist page count: none are free
+    file.write_bytes(bytes(raw))
+    with open_store(tmp_path / "db", backend="sqlite") as store:
+        report = store.verify()
+    assert not report["ok"]
+    assert any("freelist" in error for error in report["errors"]), report["errors"]
+
+
+# The message a report must name, for the checks about one message (its uuid, as repr() shows it).
+NAMED: dict[str, Callable[[dict[str, Any]], str]] = {
+    "message of no session": lambda w: w["messages"][0]["message_uuid"],
+    "message under the wrong key": lambda w: w["messages"][1]["message_uuid"],
+    "message under another session's key": lambda w: w["messages"][1]["message_uuid"],
+    "uuid index entry missing": lambda w: w["messages"][0]["message_uuid"],
+    "agent index entry missing": lambda w: w["messages"][0]["message_uuid"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(NAMED))
+def test_a_report_names_the_damaged_message(store: Store, case: str) -> None:
+    world = _setup(store)
+    damage, sentence = CASES[case]
+    store.engine.write(lambda txn: damage(txn, world))
+    expected = f"message {NAMED[case](world)!r} "
+    assert any(error.startswith(expected) and sentence in error for error in store.verify()["errors"])
+
+
+def test_verify_counts_every_entry_it_checked(store: Store) -> None:
+    _setup(store)
+    # 3 messages, each with a uuid and an agent index entry; 6 events (3 messages, a context, two tasks).
+    assert store.verify()["checked"] == {
+        "sessions": 1, "messages": 3, "msg_uuid": 3, "agent_msgs": 3, "contexts": 1,
+        "events": 6, "event_order": 6, "tasks": 2,
+    }
+
+
+def test_verify_counts_from_where_retention_left_off(store: Store) -> None:
+    store.create_session(session_id="s")
+    uuids = [store.create_message({"session_id": "s", "content": i, "agent_id": "a"})["message_uuid"] for i in range(5)]
+    assert store.prune(keep_last=3, session_id="s")["pruned"] == 2
+    assert store.verify()["ok"], store.verify()["errors"]  # seq 3..5 after a pruned 1..2 is no gap
+    # A gap after the pruned prefix still is one, and a count is of what is held, not what was numbered.
+    store.engine.write(lambda txn: (txn.delete("messages", U64x2.pack(N, 4)), txn.delete("msg_uuid", uuids[3].encode()),
+                                    txn.delete("agent_msgs", agent_key(b"a", 4))))
+    store.engine.write(lambda txn: _reput(txn, "sessions", b"s", lambda i, r: r.update(message_count=6)))
+    errors = store.verify()["errors"]
+    assert any("has a gap before seq 5" in error for error in errors), errors
+    assert any("counts 4 messages but holds 3" in error for error in errors), errors  # 6 and 5 numbered, 2 pruned
+
+
+def test_a_message_of_no_session_does_not_stop_the_checks_of_the_others(store: Store) -> None:
+    world = _setup(store)
+
+    def damage(txn: WriteTxn) -> None:
+        # Session numbers start at 1: a message under number 0 is the first the walk meets.
+        txn.put("messages", U64x2.pack(0, 1), txn.get("messages", U64x2.pack(N, 1)) or b"")
+        txn.delete("msg_uuid", world["messages"][2]["message_uuid"].encode())
+
+    store.engine.write(damage)
+    errors = store.verify()["errors"]
+    assert any("belongs to no session" in error for error in errors), errors
+    assert any("is missing from the uuid index" in error for error in errors), errors
+
+
+def test_a_session_that_holds_no_message_but_counts_some(store: Store) -> None:
+    store.create_session(session_id="empty")
+    store.engine.write(lambda txn: _reput(txn, "sessions", b"empty", lambda i, r: r.update(message_count=2)))
+    errors = store.verify()["errors"]
+    assert any("'empty' counts 2 messages but holds 0" in error for error in errors), errors

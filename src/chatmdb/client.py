@@ -93,6 +93,9 @@ class ChatClient:
         self.recovered = False
         self.last_offset: str | None = None
         self.sessions: dict[str, int] = {}  # joined session id -> last seq delivered
+        # Messages delivered from history pages rather than from the server's own events (live,
+        # replayed on recovery, or a join's missed list): a gap the server left, or more than a join held.
+        self.filled = 0
         self._pid: str | None = None
         self._pending_pid: str | None = None
         self._connected = asyncio.Event()
@@ -302,6 +305,7 @@ class ChatClient:
             for message in items:
                 if message["seq"] == self.sessions[session_id] + 1:
                     self.sessions[session_id] = message["seq"]
+                    self.filled += 1
                     if self.on_message is not None:
                         await _maybe_await(self.on_message(message))
             if not items or "next_cursor" not in page["pagination"]:

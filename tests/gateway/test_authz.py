@@ -745,14 +745,14 @@ async def test_a_connection_past_its_exp_is_refused_every_event(store: Any) -> N
         principals["live"] = Principal(sub="p", write=Grants(["*"]), expires_at=time.time() + 600)
         principals["past"] = Principal(sub="p", write=Grants(["*"]), expires_at=time.time() - 1)
         live = await events.trigger_event("get_session", "live", {"session_id": session_id})
-        assert live["ok"] is True, live
+        assert live["ok"] is True, live  # type: ignore[index]
         for event, payload in (
             ("get_session", {"session_id": session_id}),
             ("send_message", {"session_id": session_id, "content": "after exp"}),
             ("refresh", {"token": mint("p", sessions=["*"], exp_in=600)}),
         ):
             ack = await events.trigger_event(event, "past", payload)
-            assert ack["ok"] is False and ack["error"]["code"] == "unauthorized", (event, ack)
+            assert ack["ok"] is False and ack["error"]["code"] == "unauthorized", (event, ack)  # type: ignore[index]
         assert store.get_session(session_id)["message_count"] == 0
     finally:
         app.gateway.metrics.close()

@@ -181,6 +181,9 @@ async def test_chat_client_exactly_once_across_sigkill(tmp_path: Path, backend: 
     # The listener's handler saw each message once, in order.
     assert [m["seq"] for m in seen] == list(range(1, MESSAGES + 1))
     assert [m["message_uuid"] for m in seen] == [f"uuid-{i}" for i in range(MESSAGES)]
+    # ...each as the server's own event, live or replayed when the listener recovered: the client
+    # paged none in from history, which would hide a server that skipped part of a replay.
+    assert listener.recovered and listener.filled == 0, f"recovered={listener.recovered}, filled={listener.filled}"
     # Stored exactly once each.
     with open_store(tmp_path / "db", backend=backend) as store:
         page = store.get_session_messages(session_id, limit=1000, direction="asc", include_total=True)

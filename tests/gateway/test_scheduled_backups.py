@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -170,11 +171,11 @@ def test_serve_refuses_bad_backup_options(tmp_path: Path) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     store = open_store(tmp_path / "db", backend=str(request.param))
     store.create_session(session_id="s")
     store.create_message({"session_id": "s", "message_uuid": "m", "content": "kept in every backup"})
-    yield store  # type: ignore[misc]
+    yield store
     store.close()
 
 

@@ -175,7 +175,7 @@ def test_a_copy_that_does_not_verify_changes_nothing(
     db = tmp_path / "db"
     kept = _fill(db, backend)
     before = _snapshot(db)
-    real = compact_module.verify_unlocked
+    real = compact_module.verify_unlocked  # type: ignore[attr-defined]  # the name compact calls
     calls: list[Path] = []
 
     def failing_at(which: int) -> Any:
@@ -218,7 +218,7 @@ def test_compact_without_hard_links(tmp_path: Path, backend: str, monkeypatch: p
         raise OSError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", no_links)
-    real = compact_module.verify_unlocked
+    real = compact_module.verify_unlocked  # type: ignore[attr-defined]  # the name compact calls
     calls: list[Path] = []
 
     def verify(directory: Path, backend: str) -> dict[str, Any]:
@@ -245,7 +245,7 @@ def test_the_locked_database_cannot_be_opened_while_it_is_compacted(
     db = tmp_path / "db"
     with open_store(db, backend=backend) as store:
         store.create_session(session_id="s")
-    real = compact_module.verify_unlocked
+    real = compact_module.verify_unlocked  # type: ignore[attr-defined]  # the name compact calls
     seen: list[str] = []
 
     def verify(directory: Path, backend: str) -> dict[str, Any]:

@@ -1,17 +1,20 @@
 """A full disk fails writes with a clear StorageError, loses nothing, and heals when space returns.
 
-The test mounts a tmpfs of 8 MiB of its own and fills what the database
-leaves free with a ballast file. Where mounting is not permitted (not root,
-no CAP_SYS_ADMIN) it falls back to RLIMIT_FSIZE in the writing process, so
-writes past a file-size cap fail with EFBIG; the fault that ran is recorded
-as the test's ``disk_fault`` property. The writes run in a child process, so
-a crash on ENOSPC would show as a failed exit rather than take pytest down.
+Each fault is a test of its own, named in its id: ``tmpfs`` mounts a tmpfs of
+8 MiB and fills what the database leaves free with a ballast file (a real
+ENOSPC); ``fsize`` caps file size with RLIMIT_FSIZE in the writing process, so
+writes past the cap fail with EFBIG. Where mounting is not permitted (not
+root, no CAP_SYS_ADMIN) the tmpfs tests are skipped, with the mount's error as
+the reason, except under CI (``CI`` set), which runs as root and so must run
+them: there a failed mount fails. The writes run in a child process, so a
+crash on ENOSPC would show as a failed exit rather than take pytest down.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,21 +24,37 @@ from chatmdb import open_store
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of 8 MiB of its own, unmounted at teardown."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
-        yield mount, "fsize"
-        return
+        reason = f"cannot mount a tmpfs: {done.stderr.strip() or done.returncode}"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI runs as root and must fill a real filesystem")
+        pytest.skip(reason)
     try:
-        yield mount, "tmpfs"
+        yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_disk_full(small_fs: tuple[Path, str], backend: str, record_property: pytest.RecordProperty) -> None:
-    mount, fault = small_fs
+@pytest.mark.parametrize("fault", ["tmpfs", "fsize"])
+def test_disk_full(
+    fault: str,
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    record_property: Callable[[str, object], None],
+) -> None:
+    if fault == "tmpfs":
+        mount: Path = request.getfixturevalue("small_fs")
+    else:
+        mount = tmp_path / "capped"
+        mount.mkdir()
     record_property("disk_fault", fault)
     path = mount / "db"
     report = run_child("disk-full", path=str(path), backend=backend, fault=fault, ballast=str(mount / "ballast"))
@@ -57,13 +76,11 @@ def test_disk_full(small_fs: tuple[Path, str], backend: str, record_property: py
 
 
 def test_import_onto_a_full_disk_fails_cleanly_and_changes_nothing(
-    small_fs: tuple[Path, str], backend: str, tmp_path: Path
+    small_fs: Path, backend: str, tmp_path: Path
 ) -> None:
     import sys
 
-    mount, fault = small_fs
-    if fault != "tmpfs":
-        pytest.skip("needs a small filesystem of its own (mount)")
+    mount = small_fs
     source = tmp_path / "source"
     with open_store(source, backend=backend) as store:
         store.create_session(session_id="big")

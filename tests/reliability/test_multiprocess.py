@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
+from typing import Any
 
 from _rel import check_messages, child_command
 
@@ -111,7 +114,7 @@ def test_killed_readers_slots_are_reclaimed(tmp_path: Path, backend: str) -> Non
             zygote.stdin.write("wave\n")
             zygote.stdin.flush()
             line = zygote.stdout.readline().split()
-            assert line[:1] == ["held"], (line, zygote.stderr.read() if zygote.poll() is not None else "")
+            assert line[:1] == ["held"], (line, zygote.stderr.read() if zygote.stderr and zygote.poll() is not None else "")
             pids = [int(p) for p in line[1:]]
             if backend == "lmdb":
                 assert _dead_reader_pids(store, pids) == set(pids)
@@ -157,3 +160,44 @@ def test_killed_readers_slots_are_reclaimed(tmp_path: Path, backend: str) -> Non
             conn = again.engine._conn()  # type: ignore[attr-defined]
             busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             assert busy == 0
+
+
+def _read_in_child(store: Store, held: Any, release: Any) -> None:
+    # The child inherits an open store; its read transaction must be on an environment of its own.
+    with store.engine.read() as txn:
+        txn.get("meta", b"format")
+        held.set()
+        release.wait(60)
+    store.close()
+
+
+def test_a_forked_child_reads_through_its_own_lmdb_environment(tmp_path: Path) -> None:
+    """liblmdb tags each reader slot with the pid of the process that opened the environment.
+
+    A child that used the environment it inherited would hold its read transaction in a slot
+    tagged with the parent's pid: a slot that reader_check() can never clear once the child
+    dies, and a lock table the parent believes it owns. So the slot of the child's read must
+    carry the child's own pid (its results alone cannot tell the two apart).
+    """
+    with open_store(tmp_path / "db", backend="lmdb") as store:
+        store.create_session(session_id="s")
+        with store.engine.read():
+            pass  # the parent has used the environment before the fork
+        ctx = multiprocessing.get_context("fork")
+        held, release = ctx.Event(), ctx.Event()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a process with threads (the store's writer): this test means to.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = ctx.Process(target=_read_in_child, args=(store, held, release))
+            child.start()
+        try:
+            assert held.wait(60), "the child did not begin its read"
+            env = store.engine._live_env().env  # type: ignore[attr-defined]
+            slots = [line.split() for line in env.readers().splitlines()[1:]]
+            pids = {int(slot[0]) for slot in slots if slot}
+            assert child.pid in pids, f"no reader slot of the child {child.pid}: {env.readers()}"
+        finally:
+            release.set()
+            child.join(60)
+        assert child.exitcode == 0
+        assert store.get_session("s") is not None and store.verify()["ok"]
