@@ -403,6 +403,10 @@ class Store:
         Returns ``([(offset, session_id, event, record), ...], more)``. A
         message event carries the message; a context or task event carries the
         context or task as it is now, once, at the offset of its newest change.
+        To page, call again with the last offset returned. Superseded changes
+        count against *limit* as they are read, so a page can be empty with
+        ``more`` true (a room whose next *limit* events are all superseded):
+        there is no offset to go on from, so call again with a larger *limit*.
         """
         rooms = events.check_since(session_ids, after, limit)
         with self._read() as txn:
