@@ -403,10 +403,11 @@ class Store:
         Returns ``([(offset, session_id, event, record), ...], more)``. A
         message event carries the message; a context or task event carries the
         context or task as it is now, once, at the offset of its newest change.
-        To page, call again with the last offset returned. Superseded changes
-        count against *limit* as they are read, so a page can be empty with
-        ``more`` true (a room whose next *limit* events are all superseded):
-        there is no offset to go on from, so call again with a larger *limit*.
+        To page, call again with the last offset returned. Events of records
+        deleted since, and changes superseded by later ones, count against the
+        read as it goes, so a page can be empty with ``more`` true (the events
+        read were of records deleted since): there is then no offset to go on
+        from; call again with a larger *limit*.
         """
         rooms = events.check_since(session_ids, after, limit)
         with self._read() as txn:
