@@ -12,7 +12,6 @@ engine.io's (Socket.IO) and starlette's ``CORSMiddleware`` (:func:`http_cors`).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any, Final
@@ -21,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ValidationError
+from .middleware import refuse
 
 __all__ = ["CrossOrigin", "OriginPolicy", "http_cors"]
 
@@ -132,15 +132,7 @@ class CrossOrigin:
             await send({"type": "websocket.close", "code": 1008})  # before accept: the handshake gets a 403
             return
         message = f"the web origin {origin[:200]!r} is not allowed: the server must be started with --cors-origins"
-        body = json.dumps({"ok": False, "error": {"code": "forbidden", "message": message}}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await refuse(send, 403, "forbidden", message)
 
 
 def http_cors(app: ASGIApp, policy: OriginPolicy) -> ASGIApp:

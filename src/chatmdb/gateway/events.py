@@ -63,7 +63,7 @@ from typing import Any, Final
 import socketio
 
 from ..errors import ChatMDBError, Forbidden, Unauthorized
-from .auth import RULES, Principal, Rule, check_through
+from .auth import RULES, Principal, Rule
 from .guard import GuardedServer
 from .packets import MALFORMED, NOT_AN_EVENT
 from .payloads import (
@@ -227,12 +227,7 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
         )
 
     async def on_list_sessions(self, sid: str, payload: ListSessions) -> list[Record]:
-        principal = self.principal(sid)
-        if principal.reads_all:
-            return self.service.sessions(payload.limit, payload.cursor)
-        if payload.cursor is not None:
-            principal.check_read(payload.cursor)
-        return await self.service.visible_sessions(payload.limit, payload.cursor, *principal.readable)
+        return await self.service.sessions(self.principal(sid), payload.limit, payload.cursor)
 
     async def on_get_session(self, sid: str, payload: SessionRef) -> Record:
         return self.service.session(payload.session_id)
@@ -269,14 +264,9 @@ class Events(socketio.AsyncNamespace):  # type: ignore[misc]
         return self.service.task(payload.task_id)
 
     async def on_list_tasks(self, sid: str, payload: ListTasks) -> list[Record]:
-        principal = self.principal(sid)
-        if payload.context_id is not None:
-            principal.check_read(payload.context_id)
-        if payload.cursor is not None:
-            check_through(principal, "read", "task", payload.cursor, self.service.session_of)
-        if principal.reads_all or payload.context_id is not None:
-            return self.service.tasks(payload.context_id, payload.state, payload.limit, payload.cursor)
-        return await self.service.visible_tasks(payload.state, payload.limit, payload.cursor, *principal.readable)
+        return await self.service.tasks(
+            self.principal(sid), payload.context_id, payload.state, payload.limit, payload.cursor
+        )
 
     async def on_refresh(self, sid: str, payload: Refresh) -> Record:
         current = self.principal(sid)

@@ -28,7 +28,7 @@ from socketio import packet
 from ..errors import RateLimited, Unauthorized
 from ..store import Store
 from .auth import Authenticator, Principal
-from .recovery import ROOM_PREFIX, RecoveringServer, room
+from .recovery import RecoveringServer, room
 
 __all__ = ["GuardedServer", "Limits"]
 
@@ -351,19 +351,14 @@ class GuardedServer(RecoveringServer):
         # same clean-up as any disconnect. Its rooms are left first: no room
         # event is sent to it while the transport flushes and closes.
         self._goodbyes.add(eio_sid)
-        for name in list(self.manager.get_rooms(sid, "/")):
-            if isinstance(name, str) and name.startswith(ROOM_PREFIX):
-                await self.leave_room(sid, name)
+        for session_id in self.session_rooms(sid):
+            await self.leave_room(sid, room(session_id))
         await self._send_packet(eio_sid, self.packet_class(packet.DISCONNECT, namespace="/"))
         await self.close_transport(eio_sid, flush=1.0)
 
     async def confine(self, sid: str, principal: Principal) -> list[str]:
         """Take *sid* out of the sessions *principal* may not read; return their ids. This method is a coroutine."""
-        left = [
-            r[len(ROOM_PREFIX) :]
-            for r in self.manager.get_rooms(sid, "/")
-            if isinstance(r, str) and r.startswith(ROOM_PREFIX) and not principal.can_read(r[len(ROOM_PREFIX) :])
-        ]
+        left = [session_id for session_id in self.session_rooms(sid) if not principal.can_read(session_id)]
         for session_id in left:
             await self.leave_room(sid, room(session_id))
         if left:

@@ -186,11 +186,7 @@ def create_http_app(service: ChatService, *, authenticator: Authenticator, lifes
         cursor: Annotated[Id | None, Query(description="id of the last session of the previous page")] = None,
     ) -> list[Record]:
         """The sessions the token may read."""
-        if principal.reads_all:
-            return service.sessions(limit, cursor)
-        if cursor is not None:
-            principal.check_read(cursor)
-        return await service.visible_sessions(limit, cursor, *principal.readable)
+        return await service.sessions(principal, limit, cursor)
 
     @app.post("/api/sessions", tags=["sessions"], status_code=201)
     async def create_session(principal: Caller, body: CreateSession | None = None) -> Record:

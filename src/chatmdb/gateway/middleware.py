@@ -19,12 +19,13 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["LOOPBACK_HOSTS", "AllowedHosts", "EndAbandonedPolls", "LimitBody", "RedactSid", "WebSocketOnly"]
+__all__ = ["LOOPBACK_HOSTS", "AllowedHosts", "EndAbandonedPolls", "LimitBody", "RedactSid", "WebSocketOnly", "refuse"]
 
 LOOPBACK_HOSTS: Final = ("localhost", "127.0.0.1", "::1")
 
 
-async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+async def refuse(send: Send, status: int, code: str, message: str) -> None:
+    """Answer an HTTP request, before the app sees it, with the error envelope of *code*."""
     body = json.dumps({"ok": False, "error": {"code": code, "message": message}}).encode()
     await send(
         {
@@ -68,7 +69,7 @@ class AllowedHosts:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})  # before accept: the handshake gets a 403
             return
-        await _refuse(send, 400, "invalid", "this server does not answer to that Host name (see --allowed-hosts)")
+        await refuse(send, 400, "invalid", "this server does not answer to that Host name (see --allowed-hosts)")
 
 
 class LimitBody:
@@ -89,7 +90,7 @@ class LimitBody:
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _refuse(send, 413, "too_large", f"the request body is over {self.limit} bytes")
+                await refuse(send, 413, "too_large", f"the request body is over {self.limit} bytes")
                 return
         chunks: list[bytes] = []
         size = 0
@@ -100,7 +101,7 @@ class LimitBody:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await _refuse(send, 413, "too_large", f"the request body is over {self.limit} bytes")
+                await refuse(send, 413, "too_large", f"the request body is over {self.limit} bytes")
                 return
             chunks.append(chunk)
             if not message.get("more_body"):
@@ -135,7 +136,7 @@ class WebSocketOnly:
             # As engine.io reads it (decoded): "transport=%70olling" is polling too.
             query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
             if query.get("transport", ["polling"])[0] != "websocket":
-                await _refuse(send, 400, "invalid", self.message)
+                await refuse(send, 400, "invalid", self.message)
                 return
         await self.app(scope, receive, send)
 

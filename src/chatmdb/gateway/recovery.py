@@ -177,12 +177,16 @@ class RecoveringServer(socketio.AsyncServer):  # type: ignore[misc]
             return
         await self.store.aio.save_connection(pid, self._state(sid, expires_at=None))
 
-    def _state(self, sid: str, expires_at: float | None) -> dict[str, Any]:
-        rooms = [
+    def session_rooms(self, sid: str) -> list[str]:
+        """The ids of the sessions whose rooms *sid* is in."""
+        return [
             r[len(ROOM_PREFIX) :]
             for r in self.manager.get_rooms(sid, "/")
             if isinstance(r, str) and r.startswith(ROOM_PREFIX)
         ]
+
+    def _state(self, sid: str, expires_at: float | None) -> dict[str, Any]:
+        rooms = self.session_rooms(sid)
         # Not the store's newest offset: an event committed but not yet sent to
         # this client would be skipped by a recovery without an offset (a client
         # that has received no room event sends none). Every event past the

@@ -18,13 +18,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
 from ..errors import NotFound, StoreClosed
 from ..metrics import Metrics
 from ..store import Store
+from .auth import Principal, check_through
 from .fanout import Fanout
 
 __all__ = ["Broadcaster", "ChatService", "Record"]
@@ -109,27 +110,18 @@ class ChatService:
         """The session, or :class:`NotFound`."""
         return self.find(self.store.get_session, session_id, "session")
 
-    def sessions(self, limit: int, cursor: str | None) -> list[Record]:
-        with self.reading("list_sessions"):
-            return self.store.list_sessions(limit=limit, cursor=cursor)
-
-    async def visible_sessions(
-        self, limit: int, cursor: str | None, ids: Iterable[str], prefixes: Iterable[str]
-    ) -> list[Record]:
-        """A page of the sessions named by *ids* or *prefixes* (a caller's grants), newest first, as
-        :meth:`sessions` pages. It reads those sessions only, off the event loop, so a caller with
-        few grants costs little in a large store. This method is a coroutine.
+    async def sessions(self, principal: Principal, limit: int, cursor: str | None) -> list[Record]:
+        """A page of the sessions *principal* may read, newest first (``cursor``: the last id of the
+        previous page). One confined to some sessions is listed through its grants, off the event
+        loop, so it costs what it may see, not what the store holds. This method is a coroutine.
         """
+        if principal.reads_all:
+            with self.reading("list_sessions"):
+                return self.store.list_sessions(limit=limit, cursor=cursor)
+        if cursor is not None:
+            principal.check_read(cursor)
         with self.reading("list_sessions"):
-            return await asyncio.to_thread(self.store.list_sessions_named, ids, prefixes, limit, cursor)
-
-    async def visible_tasks(
-        self, state: str | None, limit: int, cursor: str | None, ids: Iterable[str], prefixes: Iterable[str]
-    ) -> list[Record]:
-        """A page of the tasks of the sessions named by *ids* or *prefixes* (a caller's grants), as
-        :meth:`tasks` pages; it reads those sessions' tasks only, off the event loop. This method is a coroutine."""
-        with self.reading("list_tasks"):
-            return await asyncio.to_thread(self.store.list_tasks_named, ids, prefixes, state, limit, cursor)
+            return await asyncio.to_thread(self.store.list_sessions_named, *principal.readable, limit, cursor)
 
     def session_of(self, kind: str, key: str) -> str:
         """The session of a ``context``, ``task`` or ``message``; :class:`NotFound` for an unknown one."""
@@ -177,9 +169,20 @@ class ChatService:
     def task(self, task_id: str) -> Record:
         return self.find(self.store.get_task, task_id, "task")
 
-    def tasks(self, context_id: str | None, state: str | None, limit: int, cursor: str | None) -> list[Record]:
+    async def tasks(
+        self, principal: Principal, context_id: str | None, state: str | None, limit: int, cursor: str | None
+    ) -> list[Record]:
+        """A page of the tasks *principal* may read, of one session (*context_id*) or of all it may
+        read, newest status change first, as :meth:`sessions` confines them. This method is a coroutine."""
+        if context_id is not None:
+            principal.check_read(context_id)
+        if cursor is not None:
+            check_through(principal, "read", "task", cursor, self.session_of)
+        if principal.reads_all or context_id is not None:
+            with self.reading("list_tasks"):
+                return self.store.list_tasks(context_id=context_id, state=state, limit=limit, cursor=cursor)
         with self.reading("list_tasks"):
-            return self.store.list_tasks(context_id=context_id, state=state, limit=limit, cursor=cursor)
+            return await asyncio.to_thread(self.store.list_tasks_named, *principal.readable, state, limit, cursor)
 
     # -- writes -----------------------------------------------------------------------------
 
