@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,18 @@ def test_create_message_assigns_fields(store: Store, session: dict[str, Any]) ->
     got = store.get_session(session["id"])
     assert got is not None and got["message_count"] == 1 and got["last_message_at"] == msg["created_at"]
     json.dumps(msg)
+
+
+def test_generated_message_uuids_are_version_7_and_grow_with_time(store: Store, session: dict[str, Any]) -> None:
+    made = []
+    for _ in range(3):
+        made.append(uuid.UUID(store.create_message({"session_id": session["id"]})["message_uuid"]))
+        before = made[-1].int >> 80  # its milliseconds
+        while time.time_ns() // 1_000_000 == before:  # bounded: the clock moves on within a millisecond
+            pass
+    assert [(u.version, u.variant) for u in made] == [(7, uuid.RFC_4122)] * 3
+    assert sorted(str(u) for u in made) == [str(u) for u in made]  # as text too: the index's key order
+    assert all(abs((u.int >> 80) - time.time() * 1000) < 60_000 for u in made)
 
 
 def test_seq_is_per_session_and_contiguous(store: Store) -> None:

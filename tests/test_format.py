@@ -16,7 +16,9 @@ import pytest
 
 import chatmdb
 from chatmdb import FormatError, StorageError, open_store
-from chatmdb.store.schema import FORMAT_KEY, U64
+from chatmdb.engines.base import WriteTxn
+from chatmdb.store import codec
+from chatmdb.store.schema import FORMAT_KEY, HEADER_SEQ, U64, U64x2, header_key
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -28,7 +30,7 @@ def _digest(path: Path) -> dict[str, str]:
 
 
 def test_a_new_database_records_the_current_format(tmp_path: Path, backend: str) -> None:
-    assert chatmdb.FORMAT_VERSION == 3
+    assert chatmdb.FORMAT_VERSION == 4
     with open_store(tmp_path / "db", backend=backend) as store:
         assert store.stats()["format_version"] == chatmdb.FORMAT_VERSION
     with open_store(tmp_path / "db", backend=backend) as store:  # and reopens as it is
@@ -58,6 +60,48 @@ def test_a_format_1_database_is_migrated_on_open(tmp_path: Path, backend: str, c
     assert any(f"from on-disk format 1 to {chatmdb.FORMAT_VERSION}" in r.getMessage() for r in caplog.records)
     with open_store(path, backend=backend) as store:  # migrated once
         assert store.format_version_found == chatmdb.FORMAT_VERSION
+
+
+def _back_to_format_3(txn: WriteTxn) -> None:
+    """Lay a database out as format 3 did: counts in the session records, message events in ``events``."""
+    for key, raw in list(txn.range("sessions", b"", None)):
+        internal, session = codec.decode(raw)
+        count, last = codec.decode(txn.get("messages", header_key(internal["n"])) or b"")
+        txn.put("sessions", key, codec.encode([internal, {**session, "message_count": count, "last_message_at": last}]))
+        txn.delete("messages", header_key(internal["n"]))
+    for mkey, raw in list(txn.range("messages", b"", None)):
+        n, seq = U64x2.unpack(mkey)
+        assert seq != HEADER_SEQ
+        txn.put("events", U64x2.pack(n, codec.decode(raw)[0]["g"]), codec.encode(["message", mkey]))
+    txn.put("meta", FORMAT_KEY, U64.pack(3))
+
+
+def test_a_format_3_database_is_migrated_on_open(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / "db"
+    rooms = ["a", "b", "pruned", "quiet"]
+    with open_store(path, backend=backend) as store:
+        for sid in rooms:
+            store.create_session(session_id=sid)
+        for i in range(12):
+            store.create_message({"session_id": rooms[i % 3], "content": f"m{i}"})
+            if i == 5:
+                store.create_shared_context("a", {"i": i}, context_id="ctx")
+                store.create_task({"context_id": "b", "id": "task"})
+        store.update_shared_context("ctx", {"i": 99})
+        store.prune(keep_last=1, session_id="pruned")
+        sessions = {sid: store.get_session(sid) for sid in rooms}
+        replays = {after: store.events_since(rooms, after) for after in (0, 3, 7, 20)}
+        store.engine.write(_back_to_format_3)
+    with open_store(path, backend=backend) as store:
+        assert store.format_version_found == 3
+        assert store.verify()["ok"], store.verify()["errors"]
+        assert {sid: store.get_session(sid) for sid in rooms} == sessions
+        assert {after: store.events_since(rooms, after) for after in (0, 3, 7, 20)} == replays
+        assert store.stats()["messages"] == 9  # 12, of which retention removed 3 of "pruned"'s 4
+        assert store.create_message({"session_id": "pruned"})["seq"] == 5
+        quiet = sessions["quiet"]
+        assert quiet is not None and (quiet["message_count"], quiet["last_message_at"]) == (0, None)
+        assert store.get_session("quiet") == quiet
 
 
 def test_a_newer_format_is_refused_and_nothing_is_written(tmp_path: Path, backend: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 from chatmdb import Store, open_store
 from chatmdb.engines.base import WriteTxn
 from chatmdb.store import codec
-from chatmdb.store.schema import U64, U64x2, agent_key, task_index_keys
+from chatmdb.store.schema import U64, U64x2, agent_key, header_key, task_index_keys
 
 Damage = Callable[[WriteTxn, dict[str, Any]], object]
 
@@ -35,6 +35,11 @@ def _reput(txn: WriteTxn, table: str, key: bytes, change: Callable[[dict[str, An
     internal, record = codec.decode(raw)
     change(internal, record)
     txn.put(table, key, codec.encode([internal, record]))
+
+
+def _recount(txn: WriteTxn, n: int, count: int) -> None:
+    """Give session *n* a wrong message count (in its header)."""
+    txn.put("messages", header_key(n), codec.encode([count, None]))
 
 
 N = 1  # the session number of "s": the stores of these tests hold no other session
@@ -78,8 +83,20 @@ CASES: dict[str, tuple[Damage, str]] = {
         "is missing from the agent index",
     ),
     "message count wrong": (
-        lambda txn, w: _reput(txn, "sessions", b"s", lambda i, r: r.update(message_count=5)),
+        lambda txn, w: _recount(txn, N, 5),
         "counts 5 messages but holds 3",
+    ),
+    "message count missing": (
+        lambda txn, w: txn.delete("messages", header_key(N)),
+        "has no message count",
+    ),
+    "message count of no session": (
+        lambda txn, w: _recount(txn, 99, 0),
+        "the message count of session number 99 belongs to no session",
+    ),
+    "message offsets out of order": (
+        lambda txn, w: _reput(txn, "messages", U64x2.pack(N, 3), lambda i, r: i.update(g=1)),
+        "has an offset below an older message's",
     ),
     "uuid index entry dangling": (
         lambda txn, w: txn.put("msg_uuid", b"ghost", U64x2.pack(N, 42)),
@@ -101,20 +118,24 @@ CASES: dict[str, tuple[Damage, str]] = {
         lambda txn, w: txn.put("events", U64x2.pack(99, 1000), codec.encode(["context_updated", b"c"])),
         "belongs to no session",
     ),
-    "message event dangling": (
+    "message event in a session's log": (
         lambda txn, w: txn.put("events", U64x2.pack(N, 1000), codec.encode(["message", U64x2.pack(N, 42)])),
-        "points at no message",
+        "is in a session's log of context and task events",
     ),
-    "message events miscounted": (
-        lambda txn, w: (txn.delete("events", U64x2.pack(N, 1)), txn.delete("event_order", U64.pack(1))),
-        "message events for 3 messages",
+    "message missing from the store-wide log": (
+        lambda txn, w: txn.delete("event_order", U64.pack(1)),
+        "1 messages are missing from the store-wide event log, the first at offset 1",
+    ),
+    "store-wide message event pointing at another message": (
+        lambda txn, w: txn.put("event_order", U64.pack(1), codec.encode([N, "message", U64x2.pack(N, 3), None])),
+        "message event 1 of the store-wide log points at no message of that offset",
     ),
     "store-wide log entry not in its session's log": (
-        lambda txn, w: txn.put("event_order", U64.pack(1), codec.encode([N, "message", U64x2.pack(N, 3), None])),
+        lambda txn, w: txn.put("event_order", U64.pack(4), codec.encode([N, "context_updated", b"other", None])),
         "is not in its session's log",
     ),
     "store-wide log entry with no session event": (
-        lambda txn, w: txn.delete("events", U64x2.pack(N, 1)),
+        lambda txn, w: txn.delete("events", U64x2.pack(N, 4)),  # 1-3 are the messages, 4 the context
         "is not in its session's log",
     ),
     "store-wide log miscounted": (
@@ -185,6 +206,7 @@ NAMED: dict[str, Callable[[dict[str, Any]], str]] = {
     "message under another session's key": lambda w: w["messages"][1]["message_uuid"],
     "uuid index entry missing": lambda w: w["messages"][0]["message_uuid"],
     "agent index entry missing": lambda w: w["messages"][0]["message_uuid"],
+    "message offsets out of order": lambda w: w["messages"][2]["message_uuid"],
 }
 
 
@@ -199,10 +221,11 @@ def test_a_report_names_the_damaged_message(store: Store, case: str) -> None:
 
 def test_verify_counts_every_entry_it_checked(store: Store) -> None:
     _setup(store)
-    # 3 messages, each with a uuid and an agent index entry; 6 events (3 messages, a context, two tasks).
+    # 3 messages, each with a uuid and an agent index entry; 6 events (3 messages, a context, two tasks),
+    # of which the session's log holds the context's and the tasks'.
     assert store.verify()["checked"] == {
         "sessions": 1, "messages": 3, "msg_uuid": 3, "agent_msgs": 3, "contexts": 1,
-        "events": 6, "event_order": 6, "tasks": 2,
+        "events": 3, "event_order": 6, "tasks": 2,
     }
 
 
@@ -214,7 +237,7 @@ def test_verify_counts_from_where_retention_left_off(store: Store) -> None:
     # A gap after the pruned prefix still is one, and a count is of what is held, not what was numbered.
     store.engine.write(lambda txn: (txn.delete("messages", U64x2.pack(N, 4)), txn.delete("msg_uuid", uuids[3].encode()),
                                     txn.delete("agent_msgs", agent_key(b"a", 4))))
-    store.engine.write(lambda txn: _reput(txn, "sessions", b"s", lambda i, r: r.update(message_count=6)))
+    store.engine.write(lambda txn: _recount(txn, N, 6))
     errors = store.verify()["errors"]
     assert any("has a gap before seq 5" in error for error in errors), errors
     assert any("counts 4 messages but holds 3" in error for error in errors), errors  # 6 and 5 numbered, 2 pruned
@@ -236,6 +259,6 @@ def test_a_message_of_no_session_does_not_stop_the_checks_of_the_others(store: S
 
 def test_a_session_that_holds_no_message_but_counts_some(store: Store) -> None:
     store.create_session(session_id="empty")
-    store.engine.write(lambda txn: _reput(txn, "sessions", b"empty", lambda i, r: r.update(message_count=2)))
+    store.engine.write(lambda txn: _recount(txn, N, 2))
     errors = store.verify()["errors"]
     assert any("'empty' counts 2 messages but holds 0" in error for error in errors), errors

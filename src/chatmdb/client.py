@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import uuid as uuidlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
 
 from .errors import ChatMDBError
+from .store.rules import new_uuid
 
 __all__ = ["ChatClient", "ChatClientError"]
 
@@ -223,7 +223,7 @@ class ChatClient:
         itself (invalid, not_found, too_large, conflict) raise ChatClientError
         at once. This method is a coroutine.
         """
-        payload = {**fields, "session_id": session_id, "content": content, "message_uuid": message_uuid or str(uuidlib.uuid4())}
+        payload = {**fields, "session_id": session_id, "content": content, "message_uuid": message_uuid or new_uuid()}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.send_deadline
         while True:

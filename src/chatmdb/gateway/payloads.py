@@ -116,7 +116,7 @@ class MessageIn(Payload):
     # Not empty: the store takes "" for "make one up", which would turn every
     # retry of such a client into a new message.
     message_uuid: Id | None = Field(
-        default=None, description="makes the write idempotent; leave it out to have a uuid4 generated"
+        default=None, description="makes the write idempotent; leave it out to have a uuid (version 7) generated"
     )
     agent_id: Id | None = Field(
         default=None, description="with a token that has an agent_id claim, that agent_id (the default); without one, none"

@@ -201,7 +201,8 @@ class Store:
     def create_message(self, data: dict[str, Any]) -> dict[str, Any]:
         """Store a message in its session and return the committed record.
 
-        ``data`` needs ``session_id``; ``message_uuid`` (uuid4) and
+        ``data`` needs ``session_id``; ``message_uuid`` (a uuid version 7:
+        time-ordered, so the uuid index grows at its end) and
         ``created_at`` (ISO 8601 UTC) are generated when missing, and ``seq``
         is assigned: 1, 2, 3... per session in commit order. Every other field
         is stored as given.
@@ -425,6 +426,8 @@ class Store:
         """
         check_int(after, "after", 0, 2**63 - 1)
         check_int(limit, "limit", 1, events.MAX_EVENTS_PAGE)
+        if wanted is not None and not callable(wanted):
+            raise ValidationError(f"wanted must be a function of a session id, or None, not {type(wanted).__name__}")
         with self._read() as txn:
             return events.tail(txn, after, limit, wanted)
 
@@ -500,7 +503,7 @@ class Store:
         with self._read() as txn:
             counts = {
                 "sessions": txn.count("sessions"),
-                "messages": txn.count("messages"),
+                "messages": messages.count(txn),
                 "agents": txn.count("agents"),
                 "contexts": txn.count("contexts"),
                 "tasks": txn.count("tasks"),

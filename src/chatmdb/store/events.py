@@ -1,9 +1,10 @@
 """Room events and saved connection state: what connection state recovery reads.
 
 Every write that the gateway broadcasts to a session's room (a message, a
-context change, a task change) logs an event ``[name, record key]`` under the
-session number and a store-wide offset, in its own transaction
-(:func:`chatmdb.store.schema.log_event`). A reconnecting client that names
+context change, a task change) logs an event under a store-wide offset, in
+its own transaction (:func:`chatmdb.store.schema.log_event`); a session's
+messages are found by offset in its messages, its other events under its
+session number in ``events``. A reconnecting client that names
 the last offset it saw gets the events after it. The state of a disconnected
 client (its rooms, its offset, when it expires) is a record too, so it
 survives a restart of the server.
@@ -19,7 +20,7 @@ from ..errors import ValidationError
 from . import codec, sessions
 from .ops import Op, WriteOutcome, done
 from .rules import MAX_OFFSET, check_dict, check_id, check_int
-from .schema import U64, U64x2, load, put, read_counter, session_prefix
+from .schema import U64, U64x2, header_key, load, message_key, put, read_counter, session_prefix
 
 MAX_EVENTS_PAGE: Final = 100_000
 
@@ -56,46 +57,77 @@ def since(txn: ReadTxn, rooms: list[tuple[str, bytes]], after: int, limit: int) 
     context or task as it is now, once, at the offset of its newest change
     (older changes of it are passed over: the newest state supersedes them).
     """
-    merged: list[tuple[int, str, str, bytes]] = []
-    # Raw events read per room at most. Superseded context/task changes and
-    # deleted records are dropped after the read, so a room that reaches its
-    # cap may hold more live events than were read: then "more" must be true,
-    # whatever is left after dropping (or the caller would think it has all).
+    # (offset, session id, name, record key, the record if already read)
+    merged: list[tuple[int, str, str, bytes, dict[str, Any] | None]] = []
+    # Raw events read per room and source at most. Superseded context/task
+    # changes and deleted records are dropped after the read, so a source that
+    # reaches its cap may hold more live events than were read: then "more"
+    # must be true, whatever is left after dropping (or the caller would think
+    # it has all).
     cap = limit * 4 + 4
-    horizon: int | None = None  # past the lowest offset a capped room reached, the page is incomplete
+    horizon: int | None = None  # past the lowest offset a capped source reached, the page is incomplete
     for session_id, skey in rooms:
-        n = sessions.number(txn, skey)
-        if n is None:
+        found = load(txn, "sessions", skey)
+        if found is None:
             continue
-        rows = txn.range("events", U64x2.pack(n, after + 1), U64x2.pack(n + 1, 0))
+        n, pruned = found[0]["n"], found[0].get("pruned", 0)
+        first = _first_after(txn, n, pruned + 1, sessions.counts(txn, n)[0], after)
+        rows = txn.range("messages", message_key(n, first), header_key(n))
         for read, (key, raw) in enumerate(rows):
+            internal, message = codec.decode(raw)
+            offset = internal["g"]
+            if read == cap:
+                horizon = offset - 1 if horizon is None else min(horizon, offset - 1)
+                break
+            if offset > after:
+                merged.append((offset, session_id, "message", key, message))
+        others = txn.range("events", U64x2.pack(n, after + 1), U64x2.pack(n + 1, 0))
+        for read, (key, raw) in enumerate(others):
             offset = U64x2.unpack(key)[1]
             if read == cap:
                 horizon = offset - 1 if horizon is None else min(horizon, offset - 1)
                 break
             name, ref = codec.decode(raw)
-            merged.append((offset, session_id, name, ref))
+            merged.append((offset, session_id, name, ref, None))
     truncated = horizon is not None
     if horizon is not None:
         merged = [row for row in merged if row[0] <= horizon]
-    merged.sort()
+    merged.sort(key=lambda row: row[0])
     newest: dict[bytes, int] = {}
-    for offset, _, name, ref in merged:
+    for offset, _, name, ref, _record in merged:
         if name != "message":
             newest[ref] = offset
     events: list[Event] = []
     more = truncated
-    for offset, session_id, name, ref in merged:
-        if name != "message" and newest[ref] != offset:
-            continue
-        current = txn.get(EVENT_TABLES[name], ref)
-        if current is None:
-            continue  # deleted since
+    for offset, session_id, name, ref, record in merged:
+        if record is None:
+            if newest[ref] != offset:
+                continue
+            current = txn.get(EVENT_TABLES[name], ref)
+            if current is None:
+                continue  # deleted since
+            record = codec.decode(current)[1]
         if len(events) == limit:
             more = True
             break
-        events.append((offset, session_id, name, codec.decode(current)[1]))
+        events.append((offset, session_id, name, record))
     return events, more
+
+
+def _first_after(txn: ReadTxn, n: int, low: int, high: int, after: int) -> int:
+    """The first seq in *low*..*high* of session *n* whose message's offset is past *after*
+    (*high* + 1 if none): a binary search, since offsets grow with seqs in a session."""
+    hi = high + 1
+    while low < hi:
+        mid = (low + hi) // 2
+        raw = txn.get("messages", message_key(n, mid))
+        if raw is None:
+            return low  # a gap (verify reports it): read on from here, skipping what is too old
+        if codec.decode(raw)[0]["g"] > after:
+            hi = mid
+        else:
+            low = mid + 1
+    return low
 
 
 def tail(

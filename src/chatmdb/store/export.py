@@ -81,7 +81,6 @@ from .schema import (
     U64,
     load,
     prefix_end,
-    put,
 )
 
 __all__ = [
@@ -172,6 +171,7 @@ def export_lines(
     encode = _encode
     with store.engine.read() as txn:
         held = {plural: txn.count(plural) for plural in PLURAL.values()}
+        held["messages"] = messages_module.count(txn)
         total = sum(held.values())
         done = 0
         header = {"chatmdb_export": EXPORT_VERSION, "format_version": FORMAT_VERSION, "created_at": now()}
@@ -183,6 +183,7 @@ def export_lines(
                 if found is None:
                     raise _damaged(f"session number {U64.unpack(nkey)[0]} names no session")
                 internal, session = found
+                sessions_module.view(txn, internal["n"], session)
                 pruned = internal.get("pruned", 0)
                 extra = f',"pruned":{int(pruned)}' if pruned else ""
                 yield "sessions", f'{{"kind":"session","record":{encode(session)}{extra}}}\n'
@@ -428,7 +429,8 @@ class _Reader:
         initial = dict(record)
         initial["message_count"] = pruned
         initial["last_message_at"] = last if count == pruned else None
-        return _Item(n, "session", key, initial, _pack(initial, "session"), pruned=pruned)
+        stored = _pack(sessions_module.stored(initial), "session")
+        return _Item(n, "session", key, initial, stored, pruned=pruned, last_message_at=initial["last_message_at"])
 
     def _message(self, n: int, record: dict[str, Any], obj: dict[str, Any]) -> _Item:
         _require(record, "message", _MESSAGE_FIELDS)
@@ -525,7 +527,7 @@ class _Tally:
         return sum(self.imported.values()) + sum(self.skipped.values())
 
 
-_Touched = dict[bytes, tuple[dict[str, Any], dict[str, Any]]]  # the sessions a batch changed: (internal, session)
+_Touched = dict[bytes, tuple[dict[str, Any], dict[str, Any]]]  # the sessions a batch has read: (internal, session)
 
 
 class _Batch:
@@ -552,8 +554,6 @@ class _Batch:
         for item in self.items:
             if write[item.kind](txn, item, sessions, tally):
                 tally.imported[PLURAL[item.kind]] += 1
-        for skey, (internal, session) in sessions.items():
-            put(txn, "sessions", skey, internal, session)
         return tally
 
     def _exists(self, item: _Item, tally: _Tally) -> bool:
@@ -574,30 +574,28 @@ class _Batch:
         found = sessions.get(item.skey) or load(txn, "sessions", item.skey)
         if found is None:  # the reader saw it declared; only a concurrent delete_session removes it
             raise _bad(item.line, f"session {show(item.skey.decode())} was deleted during the import")
+        sessions[item.skey] = found
         return found
 
     def _session(self, txn: WriteTxn, item: _Item, sessions: _Touched, tally: _Tally) -> bool:
         if txn.get("sessions", item.key) is not None:
             return self._exists(item, tally)
-        sessions_module.insert(txn, item.key, item.packed, item.pruned)
+        sessions_module.insert(txn, item.key, item.packed, item.pruned, item.last_message_at)
         return True
 
     def _message(self, txn: WriteTxn, item: _Item, sessions: _Touched, tally: _Tally) -> bool:
         if txn.get("msg_uuid", item.key) is not None:
             return self._exists(item, tally)
-        skey = item.skey
-        assert skey is not None  # the reader gives every message its session
-        internal, session = self._find(txn, item, sessions)
-        seq = session["message_count"] + 1
+        n = self._find(txn, item, sessions)[0]["n"]
+        seq = sessions_module.counts(txn, n)[0] + 1
         message, packed = item.record, item.packed
         if seq != message["seq"]:  # merged into a session the database holds, after messages of its own
             message = {**message, "seq": seq}
             packed = codec.pack(message)
             tally.renumbered += 1
-        messages_module.insert(txn, internal["n"], seq, item.key, item.akey, packed)
-        session["message_count"] = seq
-        session["last_message_at"] = item.last_message_at if message is item.record else message["created_at"]
-        sessions[skey] = (internal, session)
+        messages_module.insert(txn, n, seq, item.key, item.akey, packed)
+        last = item.last_message_at if message is item.record else message["created_at"]
+        sessions_module.set_counts(txn, n, seq, last)
         return True
 
     def _agent(self, txn: WriteTxn, item: _Item, sessions: _Touched, tally: _Tally) -> bool:
@@ -765,7 +763,10 @@ def _held(txn: Any) -> list[str]:
     empty for an empty database (``meta`` holds counters and settings, not records)."""
     held = []
     for table in TABLES:
-        if table != "meta":
+        if table == "messages":
+            if messages_module.count(txn) > 0:  # a session's header is not a message
+                held.append(table)
+        elif table != "meta":
             for _ in txn.range(table, b"", None):
                 held.append(table)
                 break

@@ -4,13 +4,13 @@ A message is stored under its session number and ``seq`` (1, 2, 3... per
 session, assigned in the write transaction), with a uuid index for
 ``get_message`` and an agent index for ``get_agent_messages``. Creating a
 message logs a room event in the same transaction; its offset is the
-message's ``g``, which also orders the agent index.
+message's ``g``, which also orders the agent index. The session's header
+(count and newest time) sits after its messages in the same table.
 """
 
 from __future__ import annotations
 
 import itertools
-import uuid as uuidlib
 from collections.abc import Generator
 from datetime import UTC, datetime
 from typing import Any
@@ -29,20 +29,21 @@ from .rules import (
     check_optional_id,
     check_seq_cursor,
     check_timestamp,
+    new_uuid,
     now,
 )
 from .schema import (
     COUNTERS,
+    HEADER_SEQ,
     U64,
-    U64x2,
     agent_key,
     agent_prefix,
     follow,
+    header_key,
     load,
     log_event,
     message_key,
     public,
-    put,
     session_prefix,
 )
 
@@ -57,7 +58,7 @@ def create(size_limit: int, data: Any, origin: str | None = None) -> Op[dict[str
     skey = check_id(session_id, "session_id")
     message_uuid = data.get("message_uuid")
     if message_uuid is None or message_uuid == "":
-        message_uuid = str(uuidlib.uuid4())
+        message_uuid = new_uuid()
     ukey = check_id(message_uuid, "message_uuid")
     created_at = data.get("created_at")
     created_at = now() if created_at is None else check_timestamp(created_at, "created_at")
@@ -69,20 +70,18 @@ def create(size_limit: int, data: Any, origin: str | None = None) -> Op[dict[str
     packed = codec.pack(fields, size_limit, "message")
 
     def op(txn: WriteTxn) -> WriteOutcome[dict[str, Any]]:
-        internal, session = sessions.find(txn, skey, session_id)
+        n = sessions.find(txn, skey, session_id)[0]["n"]
         existing = txn.get("msg_uuid", ukey)
         if existing is not None:
             stored = public(txn.get("messages", existing) or b"")
             if stored["session_id"] == session_id:
                 return WriteOutcome(stored, False, None)  # a retry: nothing written
             raise Conflict(f"message_uuid {message_uuid!r:.80} already exists in another session")
-        seq = session["message_count"] + 1
+        seq = sessions.counts(txn, n)[0] + 1
         message = {**fields, "seq": seq}
         with_seq = codec.with_field(packed, "seq", seq) or codec.pack(message)
-        g = insert(txn, internal["n"], seq, ukey, akey, with_seq, origin)
-        session["message_count"] = seq
-        session["last_message_at"] = created_at
-        put(txn, "sessions", skey, internal, session)
+        g = insert(txn, n, seq, ukey, akey, with_seq, origin)
+        sessions.set_counts(txn, n, seq, created_at)
         return WriteOutcome(message, True, g)
 
     return op
@@ -93,7 +92,7 @@ def insert(
 ) -> int:
     """Store a message (its packed public record, seq included) as *seq* of session *n*, with
     its room event and its uuid and agent index entries; return its event offset ``g``.
-    The caller moves the session's ``message_count`` on."""
+    The caller moves the session's count on (:func:`chatmdb.store.sessions.set_counts`)."""
     mkey = message_key(n, seq)
     g = log_event(txn, n, "message", mkey, origin)
     txn.put("messages", mkey, codec.seal_record({"g": g}, packed))
@@ -103,21 +102,23 @@ def insert(
     return g
 
 
-def _remove(txn: WriteTxn, mkey: bytes, raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+def _remove(txn: WriteTxn, mkey: bytes, raw: bytes) -> None:
+    """Remove a message with its index entries and its room event."""
     internal, message = codec.decode(raw)
     txn.delete("msg_uuid", message["message_uuid"].encode())
     agent = message.get("agent_id")
     if isinstance(agent, str) and agent:
         txn.delete("agent_msgs", agent_key(agent.encode(), internal["g"]))
+    txn.delete("event_order", U64.pack(internal["g"]))
     txn.delete("messages", mkey)
-    return internal, message
 
 
 def delete_in_session(txn: WriteTxn, n: int) -> None:
-    """Remove session *n*'s messages and their index entries."""
+    """Remove session *n*'s messages, their index entries and events, and its header."""
     prefix = session_prefix(n)
-    for mkey, raw in list(txn.range("messages", prefix, prefix_end(prefix))):
+    for mkey, raw in list(txn.range("messages", prefix, header_key(n))):
         _remove(txn, mkey, raw)
+    txn.delete("messages", header_key(n))
 
 
 def instant(timestamp: str) -> float:
@@ -152,8 +153,9 @@ def needs_pruning(txn: ReadTxn, session_key: bytes, older_than: float | None, ke
     found = load(txn, "sessions", session_key)
     if found is None:
         return False
-    internal, session = found
-    n, last, pruned = internal["n"], session["message_count"], internal.get("pruned", 0)
+    internal = found[0]
+    n, pruned = internal["n"], internal.get("pruned", 0)
+    last = sessions.counts(txn, n)[0]
     if pruned >= last:
         return False
     if keep_last is not None and last - pruned > keep_last:
@@ -174,7 +176,8 @@ def prune_op(session_key: bytes, older_than: float | None, keep_last: int | None
         if found is None:
             return done(0)
         internal, session = found
-        n, last, pruned = internal["n"], session["message_count"], internal.get("pruned", 0)
+        n, pruned = internal["n"], internal.get("pruned", 0)
+        last = sessions.counts(txn, n)[0]
         over_count = last - keep_last if keep_last is not None else pruned  # seqs up to this go anyway
         rows = list(itertools.islice(txn.range("messages", message_key(n, pruned + 1), message_key(n, last + 1)), most))
         removed = 0
@@ -183,13 +186,11 @@ def prune_op(session_key: bytes, older_than: float | None, keep_last: int | None
                 older_than is None or instant(codec.decode(raw)[1]["created_at"]) >= older_than
             ):
                 break
-            g = _remove(txn, mkey, raw)[0]["g"]
-            txn.delete("events", U64x2.pack(n, g))
-            txn.delete("event_order", U64.pack(g))
+            _remove(txn, mkey, raw)
             removed += 1
         if removed:
             internal["pruned"] = pruned + removed
-            put(txn, "sessions", session_key, internal, session)
+            sessions.store(txn, session_key, internal, session)
             count = txn.get("meta", COUNTERS["pruned"])
             txn.put("meta", COUNTERS["pruned"], U64.pack((U64.unpack(count)[0] if count else 0) + removed))
         return done(removed)
@@ -198,6 +199,12 @@ def prune_op(session_key: bytes, older_than: float | None, keep_last: int | None
 
 
 # -- reads ------------------------------------------------------------------------
+
+
+def count(txn: ReadTxn) -> int:
+    """How many messages the store holds: its messages table also holds one header per session."""
+    return txn.count("messages") - txn.count("sessions")
+
 
 
 def get(txn: ReadTxn, ukey: bytes) -> dict[str, Any] | None:
@@ -229,8 +236,8 @@ def page(txn: ReadTxn, q: PageQuery) -> Page:
     total = 0
     found = load(txn, "sessions", q.skey)
     if found is not None:
-        n, last = found[0]["n"], found[1]["message_count"]
-        pruned = found[0].get("pruned", 0)
+        n, pruned = found[0]["n"], found[0].get("pruned", 0)
+        last = sessions.counts(txn, n)[0]
         total = last - pruned
         # seq is dense (pruned+1..last), so skip is arithmetic, not a scan.
         if q.direction == "desc":
@@ -242,7 +249,7 @@ def page(txn: ReadTxn, q: PageQuery) -> Page:
             )
         else:
             first = max(q.after if q.after is not None else 0, pruned) + 1 + q.skip
-            rows = txn.range("messages", message_key(n, first), U64x2.pack(n + 1, 0))
+            rows = txn.range("messages", message_key(n, first), message_key(n, HEADER_SEQ))
         for _, raw in rows:
             if len(items) == q.limit:
                 more = True

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from ..engines.base import Engine, ReadTxn, WriteTxn
 from ..errors import FormatError
-from . import agents, codec
+from . import agents, codec, sessions
 from .rules import now
 from .schema import FORMAT_KEY, FORMAT_VERSION, TABLES, U64, U64x2, put
 
@@ -72,8 +72,21 @@ def _v2_to_v3(txn: WriteTxn) -> None:
         txn.put("event_order", U64.pack(e), codec.encode([n, name, ref, None]))
 
 
+def _v3_to_v4(txn: WriteTxn) -> None:
+    # A session's count and newest time move from its record to its header;
+    # message events leave the per-session log (the messages table is one).
+    for key, raw in list(txn.range("sessions", b"", None)):
+        internal, session = codec.decode(raw)
+        n = internal["n"]
+        sessions.set_counts(txn, n, session.get("message_count", 0), session.get("last_message_at"))
+        sessions.store(txn, key, internal, session)
+    for key, raw in list(txn.range("events", b"", None)):
+        if codec.decode(raw)[0] == "message":
+            txn.delete("events", key)
+
+
 # MIGRATIONS[v] turns format v into format v + 1.
-MIGRATIONS: Final[dict[int, Callable[[WriteTxn], None]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: Final[dict[int, Callable[[WriteTxn], None]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def open_format(engine: Engine) -> int:

@@ -12,6 +12,7 @@ meta              counter or setting name             U64 (or text for ``map_siz
 sessions          session id (UTF-8)                  [{n}, session]
 session_order     n                                   session id
 messages          n + seq                             [{g}, message]
+messages          n + HEADER_SEQ                      [message_count, last_message_at]
 msg_uuid          message uuid                        n + seq
 agent_msgs        len(agent id) + agent id + g        n + seq
 agents            agent id                            [{}, agent card]
@@ -19,7 +20,7 @@ contexts          context id                          [{n, c}, context]
 session_contexts  n + c                               context id
 tasks             task id                             [{n, t}, task]
 task_index        kind (+ n) (+ state) + t            task id
-events            n + e                               [event name, record key]
+events            n + e (contexts and tasks)          [event name, record key]
 event_order       e                                   [n, event name, record key, origin]
 recovery          private connection id               [{}, connection state]
 ================  ==================================  ===============================
@@ -29,6 +30,15 @@ recovery          private connection id               [{}, connection state]
 many of its first seqs are gone, so its messages are always pruned+1..message_count), ``e`` numbers every room event of the store (a message, a context
 change, a task change: the offsets of connection state recovery; a message's
 ``g`` is its ``e``), ``c`` every context and ``t`` every task status change.
+
+A session's ``message_count`` and ``last_message_at`` change with every
+message, so they are not kept in its record but in a header stored after its
+messages, under ``n + HEADER_SEQ``: a new message and the header it moves on
+usually share one B-tree leaf, where a record in ``sessions`` would dirty a
+page of another tree in every commit. For the same reason a message's room
+event is only in ``event_order``: within a session ``g`` grows with ``seq``,
+so the messages table itself answers "messages of session n after offset e"
+(:func:`chatmdb.store.events.since`); ``events`` holds the other events.
 Each is a counter in ``meta`` (:data:`COUNTERS`), taken inside the write
 transaction that uses it, so concurrent writers in any number of threads or
 processes get contiguous numbers in commit order.
@@ -51,6 +61,7 @@ __all__ = [
     "COUNTERS",
     "FORMAT_KEY",
     "FORMAT_VERSION",
+    "HEADER_SEQ",
     "TABLES",
     "TASK_INDEX_KINDS",
     "TASK_STATES",
@@ -60,6 +71,7 @@ __all__ = [
     "agent_key",
     "agent_prefix",
     "follow",
+    "header_key",
     "load",
     "log_event",
     "message_key",
@@ -75,8 +87,10 @@ __all__ = [
 # The on-disk format this code writes. Version 1 recorded no version (it is
 # recognised by holding data without one); version 2 gave agent cards ``id``
 # and the old ``db.py`` fields; version 3 added ``event_order``, the store-wide
-# log that gateway workers tail. See :mod:`chatmdb.store.migrations`.
-FORMAT_VERSION: Final = 3
+# log that gateway workers tail; version 4 moved a session's message count to
+# a header after its messages and stopped logging message events in
+# ``events``. See :mod:`chatmdb.store.migrations`.
+FORMAT_VERSION: Final = 4
 FORMAT_KEY: Final = b"format_version"
 
 # Every table, with what it holds; engines create them all when opening,
@@ -85,7 +99,7 @@ TABLES: Final[dict[str, str]] = {
     "meta": "counters, the format version and settings",
     "sessions": "session id -> session record",
     "session_order": "session number -> session id (newest last)",
-    "messages": "session number + seq -> message record",
+    "messages": "session number + seq -> message record; session number + HEADER_SEQ -> its message count",
     "msg_uuid": "message uuid -> message key",
     "agent_msgs": "agent id (length-prefixed) + event offset -> message key",
     "agents": "agent id -> agent card",
@@ -93,7 +107,7 @@ TABLES: Final[dict[str, str]] = {
     "session_contexts": "session number + context number -> context id",
     "tasks": "task id -> task record",
     "task_index": "kind + (session number) + (state) + status number -> task id",
-    "events": "session number + event offset -> [event name, record key]",
+    "events": "session number + event offset -> [event name, record key] (context and task events)",
     "event_order": "event offset -> [session number, event name, record key, origin]",
     "recovery": "private connection id -> a disconnected client's rooms and data",
 }
@@ -129,8 +143,17 @@ STATE_BYTE: Final = {state: bytes([i]) for i, state in enumerate(TASK_STATES)}
 TASK_INDEX_KINDS: Final = (b"A", b"C", b"S", b"X")
 
 
+# The seq of a session's header in ``messages``: after every message it can hold.
+HEADER_SEQ: Final = 2**64 - 1
+
+
 def message_key(n: int, seq: int) -> bytes:
     return U64x2.pack(n, seq)
+
+
+def header_key(n: int) -> bytes:
+    """Where session *n* keeps its message count and newest message time, after its messages."""
+    return U64x2.pack(n, HEADER_SEQ)
 
 
 def session_prefix(n: int) -> bytes:
@@ -213,8 +236,11 @@ def log_event(txn: WriteTxn, n: int, name: str, ref: bytes, origin: str | None =
 
     *origin* names the client whose request caused it (a Socket.IO sid), which
     is not sent the event: every gateway worker that tails the log skips it.
+    A message's event goes to the store-wide log only: its session's messages
+    table is its per-session log (see the module docstring).
     """
     e = next_number(txn, "event")
-    txn.put("events", U64x2.pack(n, e), codec.encode([name, ref]))
+    if name != "message":
+        txn.put("events", U64x2.pack(n, e), codec.encode([name, ref]))
     txn.put("event_order", U64.pack(e), codec.encode([n, name, ref, origin]))
     return e

@@ -13,7 +13,7 @@ from typing import Any
 from ..engines.base import Engine, ReadTxn
 from ..errors import ChatMDBError
 from . import codec
-from .schema import U64, U64x2, agent_key, task_index_keys
+from .schema import HEADER_SEQ, U64, U64x2, agent_key, task_index_keys
 
 MAX_REPORTED = 100
 
@@ -64,8 +64,17 @@ class Verifier:
             if found is None or found[0] != sid:
                 e(f"session order entry {U64.unpack(nkey)[0]} points at no session")
         seen: dict[int, int] = {}
+        headers: dict[int, int] = {}  # each session's message_count, from its header
+        offsets: dict[int, int] = {}  # the offset of each session's newest message read so far
+        logged: dict[int, bytes] = {}  # message events owed to the store-wide log: offset -> message key
         for mkey, (internal, message) in self._records(txn, "messages"):
             n, seq = U64x2.unpack(mkey)
+            if seq == HEADER_SEQ:
+                if n not in sessions:
+                    e(f"the message count of session number {n} belongs to no session")
+                else:
+                    headers[n] = internal  # a header is [count, last_message_at]: its first half
+                continue
             if n not in sessions:
                 e(f"message {message.get('message_uuid')!r} belongs to no session")
                 continue
@@ -74,15 +83,23 @@ class Verifier:
             if seq != seen.get(n, pruned[n]) + 1:
                 e(f"session {sessions[n][1]['id']!r} has a gap before seq {seq}")
             seen[n] = seq
+            g = internal["g"]
+            if g <= offsets.get(n, 0):
+                e(f"message {message.get('message_uuid')!r} has an offset below an older message's")
+            offsets[n] = g
+            logged[g] = mkey
             if txn.get("msg_uuid", str(message.get("message_uuid")).encode()) != mkey:
                 e(f"message {message.get('message_uuid')!r} is missing from the uuid index")
             agent = message.get("agent_id")
-            if isinstance(agent, str) and txn.get("agent_msgs", agent_key(agent.encode(), internal["g"])) != mkey:
+            if isinstance(agent, str) and txn.get("agent_msgs", agent_key(agent.encode(), g)) != mkey:
                 e(f"message {message.get('message_uuid')!r} is missing from the agent index")
+        self.checked["messages"] = len(logged)
         for n, (_, session) in sessions.items():
-            if session["message_count"] != seen.get(n, pruned[n]):
+            if n not in headers:
+                e(f"session {session['id']!r} has no message count")
+            elif headers[n] != seen.get(n, pruned[n]):
                 held = seen.get(n, pruned[n]) - pruned[n]
-                e(f"session {session['id']!r} counts {session['message_count'] - pruned[n]} messages but holds {held}")
+                e(f"session {session['id']!r} counts {headers[n] - pruned[n]} messages but holds {held}")
         for table in ("msg_uuid", "agent_msgs"):
             count = 0
             for key, mkey in txn.range(table, b"", None):
@@ -96,25 +113,28 @@ class Verifier:
         for key, cid in txn.range("session_contexts", b"", None):
             if txn.get("contexts", cid) is None:
                 e(f"session context entry {key!r:.60} points at no context")
-        message_events = 0
-        for ekey, (name, ref) in self._records(txn, "events"):
+        for ekey, (name, _ref) in self._records(txn, "events"):
             n = U64x2.unpack(ekey)[0]
             if n not in sessions:
                 e(f"event {U64x2.unpack(ekey)[1]} belongs to no session")
             elif name == "message":
-                message_events += 1
-                if txn.get("messages", ref) is None:
-                    e(f"message event {U64x2.unpack(ekey)[1]} points at no message")
-        if message_events != self.checked.get("messages", 0):
-            e(f"{message_events} message events for {self.checked.get('messages', 0)} messages")
+                e(f"message event {U64x2.unpack(ekey)[1]} is in a session's log of context and task events")
         ordered = 0
         for okey, (n, name, ref, _origin) in self._records(txn, "event_order"):
             ordered += 1
-            logged = txn.get("events", U64x2.pack(n, U64.unpack(okey)[0]))
-            if logged is None or codec.decode(logged) != [name, ref]:
-                e(f"event {U64.unpack(okey)[0]} of the store-wide log is not in its session's log")
-        if ordered != self.checked.get("events", 0):
-            e(f"the store-wide event log holds {ordered} events, the session logs {self.checked.get('events', 0)}")
+            offset = U64.unpack(okey)[0]
+            if name == "message":
+                if logged.pop(offset, None) != ref:
+                    e(f"message event {offset} of the store-wide log points at no message of that offset")
+                continue
+            entry = txn.get("events", U64x2.pack(n, offset))
+            if entry is None or codec.decode(entry) != [name, ref]:
+                e(f"event {offset} of the store-wide log is not in its session's log")
+        if logged:
+            e(f"{len(logged)} messages are missing from the store-wide event log, the first at offset {min(logged)}")
+        expected = self.checked.get("events", 0) + self.checked["messages"]
+        if ordered != expected:
+            e(f"the store-wide event log holds {ordered} events, the session logs and messages {expected}")
         indexed = 0
         for tkey, (internal, task) in self._records(txn, "tasks"):
             for ikey in task_index_keys(internal["n"], task["status"]["state"], internal["t"]):
