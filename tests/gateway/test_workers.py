@@ -156,6 +156,9 @@ async def test_events_reach_every_worker_once_and_in_order(workers: Server, http
     await clients[2].ok("update_context", {"context_id": context["id"], "data": {"v": 2}})
     await _wait_for(lambda: sum(1 for e in clients[3].events if e[0] == "context_updated") == 2, "context events")
     assert [e[1]["version"] for e in clients[3].events if e[0] == "context_updated"] in ([1, 2], [2, 2])
+    # Worker 0 learns of the update from the log, after worker 1 delivered it to its own clients.
+    await _wait_for(lambda: any(e[0] == "context_updated" for e in clients[0].events), "the update on worker 0")
+    await asyncio.sleep(0.1)  # a duplicate, or its own create, would come right behind
     assert sum(1 for e in clients[0].events if e[0] == "context_updated") == 1  # only the other's update
     for client in clients:
         await client.close()
