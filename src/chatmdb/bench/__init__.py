@@ -1,6 +1,6 @@
 """``chatmdb bench``: LMDB and SQLite side by side, through the Store and through Socket.IO.
 
-Reproduce the committed numbers with ``chatmdb bench`` (about 10 minutes) or
+Reproduce the committed numbers with ``chatmdb bench`` (about 12 minutes: the write cells run in three side-by-side rounds) or
 ``chatmdb bench --quick`` (under 2). Both print Markdown tables (median, p90,
 p99, max) and write ``results.json``, ``report.md`` and ``bench.png`` into
 ``--out`` (default ``./bench-results``). Every run checks that each

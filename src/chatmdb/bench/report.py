@@ -43,6 +43,37 @@ def _producers(row: dict[str, Any]) -> str:
     return f"{row['producers']} ({row['processes']} procs)" if row["processes"] > 1 else str(row["producers"])
 
 
+def _each_round(row: dict[str, Any]) -> list[float]:
+    """A write row's msg/s in each of its rounds; a row of an older results.json has just the one."""
+    return [float(x) for x in row.get("msgs_per_s_rounds") or [row["msgs_per_s"]]]
+
+
+def _rate(row: dict[str, Any]) -> str:
+    """A write row's msg/s: the median of its rounds, and their range when there are more than one."""
+    each = _each_round(row)
+    return _n(row["msgs_per_s"]) + (f" ({_n(min(each))}-{_n(max(each))})" if len(each) > 1 else "")
+
+
+def _rounds_note(rows: Sequence[dict[str, Any]]) -> str:
+    """How many rounds the medians of the write *rows* are over; "" when each was measured once."""
+    counts = sorted({len(_each_round(r)) for r in rows})
+    if counts[-1] < 2:
+        return ""
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return f"median of {n} side-by-side rounds"
+
+
+def _versus(a: dict[str, Any], b: dict[str, Any], digits: int) -> str:
+    """*a* / *b* of the medians, with the messages/s, and the range of the ratio round by round."""
+    text = (f"{a['msgs_per_s'] / max(b['msgs_per_s'], 1e-9):.{digits}f}x "
+            f"({_n(a['msgs_per_s'])} vs {_n(b['msgs_per_s'])} msg/s")
+    ra, rb = _each_round(a), _each_round(b)
+    if len(ra) > 1 and len(ra) == len(rb):  # round i of each was measured side by side
+        ratios = [x / max(y, 1e-9) for x, y in zip(ra, rb, strict=True)]
+        text += f", medians of {len(ra)} rounds; round by round {min(ratios):.{digits}f}x-{max(ratios):.{digits}f}x"
+    return text + ")"
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target of the benchmark with its measured value and whether it is met."""
     out: list[dict[str, Any]] = []
@@ -51,15 +82,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     txn = writes.get(("sqlite-txn", "full", 32, 1))
     batched = writes.get(("sqlite-batched", "full", 32, 1))
     if lmdb and txn:
-        ratio = lmdb["msgs_per_s"] / max(txn["msgs_per_s"], 1e-9)
+        ratio = lmdb["msgs_per_s"] / max(txn["msgs_per_s"], 1e-9)  # the medians, when measured in rounds
         out.append({"target": "LMDB full, 32 producers >= 3x SQLite one txn per message",
-                    "measured": f"{ratio:.1f}x ({_n(lmdb['msgs_per_s'])} vs {_n(txn['msgs_per_s'])} msg/s)",
-                    "met": ratio >= TARGET_WRITE_RATIO})
+                    "measured": _versus(lmdb, txn, 1), "met": ratio >= TARGET_WRITE_RATIO})
     if lmdb and batched:
         ratio = lmdb["msgs_per_s"] / max(batched["msgs_per_s"], 1e-9)
         out.append({"target": "LMDB full, 32 producers ahead of SQLite with the same batching",
-                    "measured": f"{ratio:.2f}x ({_n(lmdb['msgs_per_s'])} vs {_n(batched['msgs_per_s'])} msg/s)",
-                    "met": ratio > 1.0})
+                    "measured": _versus(lmdb, batched, 2), "met": ratio > 1.0})
     for row in results.get("reads", []):
         if row["op"].endswith("newest"):
             p99 = row["latency_ms"]["p99"]
@@ -112,20 +141,25 @@ def markdown(results: dict[str, Any]) -> str:
     if rows:
         by = {(r["variant"], r["durability"], r["producers"], r["processes"]): r for r in rows}
         for durability in ("full", "process"):
+            mine = [r for r in rows if r["durability"] == durability]
             head_rows = []
-            for key in sorted({(r["producers"], r["processes"]) for r in rows if r["durability"] == durability},
+            for key in sorted({(r["producers"], r["processes"]) for r in mine},
                               key=lambda k: (k[1], k[0])):
                 lm, tx, bt = (by.get((v, durability, *key)) for v in ("lmdb", "sqlite-txn", "sqlite-batched"))
                 if not (lm and tx and bt):
                     continue
-                head_rows.append([_producers(lm), _n(lm["msgs_per_s"]), _n(tx["msgs_per_s"]), _n(bt["msgs_per_s"]),
+                head_rows.append([_producers(lm), _rate(lm), _rate(tx), _rate(bt),
                                   f"{lm['msgs_per_s'] / max(tx['msgs_per_s'], 1e-9):.1f}x",
                                   f"{lm['msgs_per_s'] / max(bt['msgs_per_s'], 1e-9):.2f}x"])
             if head_rows:
-                parts.append(f"### Write throughput, durability `{durability}` (messages/s)\n\n" + _table(
+                note = _rounds_note(mine)
+                unit = f"messages/s, {note} and (min-max) of the rounds; ratios of the medians" if note else "messages/s"
+                parts.append(f"### Write throughput, durability `{durability}` ({unit})\n\n" + _table(
                     ["producers", "LMDB, group commit", "SQLite, one txn per message", "SQLite, same batching",
                      "LMDB / SQLite txn", "LMDB / SQLite batched"], head_rows))
-        parts.append("### Write latency per message (ms)\n\n" + _table(
+        note = _rounds_note(rows)
+        unit = f"ms; msg/s the {note}, the latencies of the round with that median" if note else "ms"
+        parts.append(f"### Write latency per message ({unit})\n\n" + _table(
             ["durability", "producers", "store", "msg/s", "median", "p90", "p99", "max", "checked"],
             [[r["durability"], _producers(r), r["label"], _n(r["msgs_per_s"]), *_lat(r["latency_ms"]),
               f"{r['messages_checked']:,}"] for r in rows]))
@@ -204,9 +238,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
         for variant in ("lmdb", "sqlite-txn", "sqlite-batched"):
             mine = sorted((r for r in rows if r["variant"] == variant and r["durability"] == durability
                            and r["processes"] == 1), key=lambda r: r["producers"])
-            if mine:
-                ax.plot([r["producers"] for r in mine], [r["msgs_per_s"] for r in mine], "o-",
-                        color=colors[variant], label=mine[0]["label"])
+            if mine:  # the medians, and the range of the rounds as error bars
+                ax.errorbar([r["producers"] for r in mine], [r["msgs_per_s"] for r in mine],
+                            yerr=[[r["msgs_per_s"] - min(_each_round(r)) for r in mine],
+                                  [max(_each_round(r)) - r["msgs_per_s"] for r in mine]],
+                            fmt="o-", capsize=3, color=colors[variant], label=mine[0]["label"])
             procs = [r for r in rows if r["variant"] == variant and r["durability"] == durability
                      and r["processes"] > 1]
             for r in procs:

@@ -36,6 +36,7 @@ class Config:
     sessions: int = 1000
     warmup: float = 0.5  # seconds discarded at the start of every timed run
     write_seconds: float = 3.0
+    write_rounds: int = 3  # every write cell this many times, side by side; the report shows the medians
     raw_batches: tuple[int, ...] = (1, 100, 1000)
     raw_seconds: float = 2.0
     read_messages: int = 1_000_000
@@ -65,7 +66,7 @@ class Config:
         return replace(
             cls(
                 mode="quick", out_dir=out_dir, producers=(1, 32), warmup=0.3, write_seconds=1.0,
-                raw_batches=(1, 100), raw_seconds=0.6, read_messages=100_000, read_seconds=1.0,
+                write_rounds=1, raw_batches=(1, 100), raw_seconds=0.6, read_messages=100_000, read_seconds=1.0,
                 mixed_seconds=1.5, gateway_seconds=2.0, gateway_warmup=0.5, command="chatmdb bench --quick",
             ),
             **changes,
@@ -91,6 +92,18 @@ class _Progress:
         self.emit(f"[  ... {elapsed // 60}:{elapsed % 60:02d}] {what}")
 
 
+def _median_round(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The row of a write cell measured in the rounds *runs* (in round order), and its median round.
+
+    ``msgs_per_s``, ``latency_ms``, ``db`` and ``rss`` are those of the round whose throughput is the
+    median (the lower of the middle two for an even count); ``messages_checked`` adds up every round.
+    """
+    middle = sorted(runs, key=lambda r: r["msgs_per_s"])[(len(runs) - 1) // 2]  # stable: ties keep round order
+    row = {**middle, "messages_checked": sum(r["messages_checked"] for r in runs), "rounds": len(runs),
+           "msgs_per_s_rounds": [float(r["msgs_per_s"]) for r in runs]}
+    return row, middle
+
+
 def run(cfg: Config, emit: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Run every workload of *cfg*; write results.json, report.md and bench.png into cfg.out_dir.
 
@@ -105,9 +118,12 @@ def run(cfg: Config, emit: Callable[[str], None] = _stderr) -> dict[str, Any]:
     variants = [v for v in store_load.VARIANTS if v.backend in cfg.backends]
     cells = [(p, 1) for p in cfg.producers] + ([(cfg.process_producers, cfg.processes)] if cfg.processes > 1 else [])
     want = set(cfg.workloads)
+    if cfg.write_rounds < 1:
+        raise ValueError(f"write_rounds must be at least 1, not {cfg.write_rounds}")
+    rounds = cfg.write_rounds
     gateway_ok = importlib.util.find_spec("chatmdb.gateway") is not None
     total = (
-        ("write" in want) * len(cfg.durabilities) * len(cells) * len(variants)
+        ("write" in want) * len(cfg.durabilities) * rounds * len(cells) * len(variants)
         + ("raw" in want) * len(cfg.backends) * len(cfg.durabilities) * len(cfg.raw_batches)
         + ("reads" in want or "mixed" in want) * (1 + len(cfg.backends))
         + ("mixed" in want) * len(cfg.backends)
@@ -124,25 +140,39 @@ def run(cfg: Config, emit: Callable[[str], None] = _stderr) -> dict[str, Any]:
                                  "db_bytes": db["bytes"], "db_allocated": db["allocated"], **rss})
 
     if "write" in want:
+        # Round by round, the variants of a cell next to each other: a slow spell of the machine then
+        # hits one round of every variant rather than every round of one, and the medians compare.
         for durability in cfg.durabilities:
+            runs: dict[tuple[int, int, str], list[dict[str, Any]]] = {}
+            for round_ in range(1, rounds + 1):
+                for producers, processes in cells:
+                    for variant in variants:
+                        seed += 1
+                        row = store_load.write_cell(
+                            work, variant, durability, producers, processes, sessions=cfg.sessions,
+                            warmup=cfg.warmup, seconds=cfg.write_seconds, seed=seed,
+                        )
+                        runs.setdefault((producers, processes, variant.key), []).append(row)
+                        lat = row["latency_ms"]
+                        progress.step(
+                            f"write {durability:7} {variant.label:28} {producers:>3} producers"
+                            + (f" in {processes} procs" if processes > 1 else "") + f", round {round_}/{rounds}",
+                            f"{row['msgs_per_s']:>9,.0f} msg/s, median {lat['median']:.2f} ms,"
+                            f" p99 {lat['p99']:.2f} ms, {row['messages_checked']:,} checked",
+                        )
             for producers, processes in cells:
                 for variant in variants:
-                    seed += 1
-                    row = store_load.write_cell(
-                        work, variant, durability, producers, processes, sessions=cfg.sessions, warmup=cfg.warmup,
-                        seconds=cfg.write_seconds, seed=seed,
-                    )
+                    row, middle = _median_round(runs[producers, processes, variant.key])
                     results["write"].append(row)
-                    lat = row["latency_ms"]
-                    progress.step(
-                        f"write {durability:7} {variant.label:28} {producers:>3} producers"
-                        + (f" in {processes} procs" if processes > 1 else ""),
-                        f"{row['msgs_per_s']:>9,.0f} msg/s, median {lat['median']:.2f} ms, p99 {lat['p99']:.2f} ms,"
-                        f" {row['messages_checked']:,} checked",
-                    )
+                    if rounds > 1:
+                        each = ", ".join(f"{x:,.0f}" for x in row["msgs_per_s_rounds"])
+                        progress.note(f"write {durability:7} {variant.label:28} {producers:>3} producers"
+                                      + (f" in {processes} procs" if processes > 1 else "")
+                                      + f": median {row['msgs_per_s']:,.0f} msg/s of {each}")
                     if durability == cfg.durabilities[0] and (producers, processes) == max(cells):
+                        # The database and memory of the median round, and the messages that round wrote.
                         files(f"write ({variant.label}, {producers} producers)", variant.backend,
-                              row["messages_checked"], row["db"], row["rss"])
+                              middle["messages_checked"], row["db"], row["rss"])
 
     if "raw" in want:
         for backend in cfg.backends:
