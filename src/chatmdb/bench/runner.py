@@ -104,6 +104,12 @@ def _median_round(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str,
     return row, middle
 
 
+def _write_label(durability: str, variant: store_load.Variant, producers: int, processes: int) -> str:
+    """How progress lines name a write cell."""
+    where = f" in {processes} procs" if processes > 1 else ""
+    return f"write {durability:7} {variant.label:28} {producers:>3} producers{where}"
+
+
 def run(cfg: Config, emit: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Run every workload of *cfg*; write results.json, report.md and bench.png into cfg.out_dir.
 
@@ -155,8 +161,7 @@ def run(cfg: Config, emit: Callable[[str], None] = _stderr) -> dict[str, Any]:
                         runs.setdefault((producers, processes, variant.key), []).append(row)
                         lat = row["latency_ms"]
                         progress.step(
-                            f"write {durability:7} {variant.label:28} {producers:>3} producers"
-                            + (f" in {processes} procs" if processes > 1 else "") + f", round {round_}/{rounds}",
+                            _write_label(durability, variant, producers, processes) + f", round {round_}/{rounds}",
                             f"{row['msgs_per_s']:>9,.0f} msg/s, median {lat['median']:.2f} ms,"
                             f" p99 {lat['p99']:.2f} ms, {row['messages_checked']:,} checked",
                         )
@@ -166,8 +171,7 @@ def run(cfg: Config, emit: Callable[[str], None] = _stderr) -> dict[str, Any]:
                     results["write"].append(row)
                     if rounds > 1:
                         each = ", ".join(f"{x:,.0f}" for x in row["msgs_per_s_rounds"])
-                        progress.note(f"write {durability:7} {variant.label:28} {producers:>3} producers"
-                                      + (f" in {processes} procs" if processes > 1 else "")
+                        progress.note(_write_label(durability, variant, producers, processes)
                                       + f": median {row['msgs_per_s']:,.0f} msg/s of {each}")
                     if durability == cfg.durabilities[0] and (producers, processes) == max(cells):
                         # The database and memory of the median round, and the messages that round wrote.

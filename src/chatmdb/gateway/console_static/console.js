@@ -72,15 +72,13 @@
     away: false, // disconnected after having been connected
     missed: 0, // room events received while recovering
     sessions: new Map(), // id -> session record
-    sessionCursor: null,
-    sessionsDone: false,
+    sessionPages: { cursor: null, done: false }, // where the next page of sessions starts
     watched: new Set(), // sessions joined
     unwatched: new Set(), // sessions listed but not followed live (past MAX_WATCHED or the server's limit)
     fresh: new Set(), // sessions with a message since the page opened
     agents: new Map(),
     tasks: new Map(),
-    taskCursor: null,
-    tasksDone: false,
+    taskPages: { cursor: null, done: false },
     open: null, // the session shown: {id, items: Map seq -> li, next (cursor), done, loading, detached}
     metrics: null, // the previous sample, for rates
   };
@@ -249,7 +247,7 @@
     const sorted = [...state.sessions.values()].sort((a, b) => (activity(a) < activity(b) ? 1 : activity(a) > activity(b) ? -1 : 0));
     list.replaceChildren(...sorted.map((s) => sessionItem(s, s.id === current)));
     $("sessions-empty").hidden = sorted.length > 0;
-    $("sessions-more").hidden = state.sessionsDone;
+    $("sessions-more").hidden = state.sessionPages.done;
   }
 
   /**
@@ -306,15 +304,24 @@
     state.sessions.set(session.id, session);
   }
 
-  async function loadSessions(first) {
-    const payload = { limit: SESSION_PAGE };
-    if (!first && state.sessionCursor) payload.cursor = state.sessionCursor;
-    const page = await call("list_sessions", payload);
-    for (const session of page) mergeSession(session);
-    if (!first || state.sessionCursor === null) {
-      state.sessionCursor = page.length ? page[page.length - 1].id : state.sessionCursor;
-      state.sessionsDone = page.length < SESSION_PAGE;
+  /**
+   * The next page of a listing (sessions or tasks), or its first page again; each item goes to
+   * keep(). A first page read again leaves the cursor where the pages read so far ended.
+   */
+  async function loadPage(event, size, pages, first, keep) {
+    const payload = { limit: size };
+    if (!first && pages.cursor) payload.cursor = pages.cursor;
+    const page = await call(event, payload);
+    for (const item of page) keep(item);
+    if (!first || pages.cursor === null) {
+      pages.cursor = page.length ? page[page.length - 1].id : pages.cursor;
+      pages.done = page.length < size;
     }
+    return page;
+  }
+
+  async function loadSessions(first) {
+    const page = await loadPage("list_sessions", SESSION_PAGE, state.sessionPages, first, mergeSession);
     renderSessions();
     await Promise.all(page.map((s) => watch(s.id)));
     if (state.unwatched.size) scheduleRender("sessions");
@@ -715,7 +722,7 @@
     if (state.tasks.size <= MAX_TASKS) return;
     const oldest = [...state.tasks.values()].sort((a, b) => taskTime(a).localeCompare(taskTime(b)));
     for (const old of oldest.slice(0, state.tasks.size - MAX_TASKS)) state.tasks.delete(old.id);
-    state.tasksDone = false;
+    state.taskPages.done = false;
   }
 
   function renderTasks() {
@@ -753,18 +760,11 @@
     }
     $("tasks").replaceChildren(...sections);
     $("tasks-empty").hidden = sections.length > 0;
-    $("tasks-more").hidden = state.tasksDone;
+    $("tasks-more").hidden = state.taskPages.done;
   }
 
   async function loadTasks(first) {
-    const payload = { limit: TASK_PAGE };
-    if (!first && state.taskCursor) payload.cursor = state.taskCursor;
-    const page = await call("list_tasks", payload);
-    for (const task of page) keepTask(task);
-    if (!first || state.taskCursor === null) {
-      state.taskCursor = page.length ? page[page.length - 1].id : state.taskCursor;
-      state.tasksDone = page.length < TASK_PAGE;
-    }
+    await loadPage("list_tasks", TASK_PAGE, state.taskPages, first, keepTask);
     scheduleRender("tasks");
   }
 
